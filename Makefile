@@ -1,0 +1,61 @@
+# Two commands do all the set-up on a fresh machine: `make bench` and `make test`.
+# The virtual environment is created or refreshed on first use (stamp file .venv/.stamp,
+# rebuilt when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp
+
+METHOD     ?= proto
+DATASET    ?= synthetic
+SHOT       ?= 1
+FOLD       ?= all
+ANNOTATION ?= mask
+EPISODES   ?=
+PROTOCOL   ?=
+ARGS       ?=
+
+BENCH_ARGS := method=$(METHOD) dataset=$(DATASET) shot=$(SHOT) fold=$(FOLD) annotation=$(ANNOTATION) \
+	$(if $(EPISODES),episodes=$(EPISODES)) $(if $(PROTOCOL),protocol=$(PROTOCOL)) $(ARGS)
+
+.PHONY: bench train test test-all perf leaderboard lint clean venv
+
+venv: $(STAMP)
+
+# torch first (the standard CUDA-enabled wheels: torchvision has no CPU-only build on the
+# registry), then sam2 without build isolation so it does not download a second torch,
+# then this package in editable mode.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q "torch>=2.3" "torchvision>=0.18"
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation "sam2==1.1.0"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(BIN)/refseg-bench run $(BENCH_ARGS)
+	$(BIN)/refseg-bench leaderboard
+
+train: $(STAMP)
+	$(BIN)/refseg-bench train method=$(METHOD) dataset=$(DATASET) fold=$(if $(filter all,$(FOLD)),0,$(FOLD)) annotation=$(ANNOTATION) $(ARGS)
+
+leaderboard: $(STAMP)
+	$(BIN)/refseg-bench leaderboard
+
+test: $(STAMP)
+	$(BIN)/pytest -q $(ARGS)
+
+# Slow and GPU tests too (GPU tests skip themselves without CUDA).
+test-all: $(STAMP)
+	$(BIN)/pytest -q -m "" $(ARGS)
+
+perf: $(STAMP)
+	$(BIN)/python benchmarks/perf_core.py $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check refseg_bench methods datasets tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,10 @@
+"""Method adapters. Registering only names and import paths keeps this import cheap."""
+
+from refseg_bench.registry import METHODS
+
+METHODS.register("oracle", "refseg_bench.methods.baselines:Oracle",
+                 "returns the query label; must score 100 (end-to-end scorer check)")
+METHODS.register("empty", "refseg_bench.methods.baselines:Empty",
+                 "predicts no foreground; must score 0 (end-to-end scorer check)")
+METHODS.register("proto", "refseg_bench.methods.baselines:Prototype",
+                 "weight-free baseline: colour/texture prototypes from the references")

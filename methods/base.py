@@ -1,0 +1,54 @@
+"""The interface every method adapter implements.
+
+The runner only ever calls ``from_config``, ``setup``, ``predict`` and ``describe``;
+trained methods add ``fit``. Adapters are resolved by name from the method registry.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from refseg_bench.datasets.base import FoldedDataset
+    from refseg_bench.episodes import EpisodeBatch
+
+WEIGHT_KINDS = ("none", "official", "trained", "random")
+
+
+class Method(ABC):
+    """A reference-segmentation method.
+
+    ``weights`` says where the numbers come from: ``none`` (weight-free), ``official``
+    (an official checkpoint), ``trained`` (trained with this harness), ``random`` (tiny or
+    random weights, for tests; such rows are kept apart in leaderboards).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, **options) -> None:
+        self.options = options
+        self.device = None
+
+    @classmethod
+    def from_config(cls, options: dict) -> Method:
+        """Build from the ``method_args`` section of the resolved run config."""
+        return cls(**options)
+
+    def setup(self, device: torch.device, dataset: FoldedDataset) -> None:
+        """Load weights and move to ``device``. ``dataset`` is given for provenance and for
+        trained methods that must find their checkpoint; it must not be used to read
+        query labels (only ``oracle`` does, by definition)."""
+        self.device = device
+
+    @abstractmethod
+    def predict(self, batch: EpisodeBatch) -> list[torch.Tensor]:
+        """One ``(H, W)`` float tensor per episode: the foreground probability in [0, 1]
+        (or a 0/1 mask) at the query image's original size, on any device."""
+
+    def describe(self) -> dict:
+        """Provenance for the run record: at least ``model`` and ``weights``; add
+        ``checkpoint`` and ``checkpoint_sha256`` when weights are loaded from a file."""
+        return {"model": self.name, "weights": "none"}

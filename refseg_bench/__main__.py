@@ -1,0 +1,3 @@
+from refseg_bench.cli import main
+
+raise SystemExit(main())

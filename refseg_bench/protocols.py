@@ -1,0 +1,73 @@
+"""Named evaluation protocols (PROTOCOLS.md §11): how episodes are drawn and scored.
+
+A preset lives in ``configs/protocols/<name>.yaml``. ``dataset_overrides`` lets a preset
+follow its paper family per benchmark (e.g. HSNet cycles (image, class) pairs on PASCAL
+but draws classes uniformly on COCO).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+
+from omegaconf import OmegaConf
+
+from refseg_bench.registry import UnknownNameError
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """``size=None`` scores at the query label's original size; ``size=N`` nearest-resizes
+    the label to ``N x N`` and bilinearly resizes the prediction to match (HSNet, VRP-SAM,
+    Matcher). ``ignore`` removes label-255 pixels from both areas."""
+
+    size: int | None = None
+    ignore: bool = True
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str
+    sampler: str
+    episodes: int
+    seed: int
+    distinct_supports: bool
+    scoring: Scoring = field(default_factory=Scoring)
+    # Several seeds: the run is repeated per seed and reported as mean and spread.
+    seeds: tuple[int, ...] = ()
+    family: str = ""
+    dataset_overrides: dict = field(default_factory=dict)
+
+    def for_dataset(self, dataset: str) -> Protocol:
+        """The preset with this dataset's overrides applied."""
+        over = dict(self.dataset_overrides.get(dataset, {}))
+        if not over:
+            return self
+        scoring = over.pop("scoring", None)
+        out = replace(self, **{k: (tuple(v) if k == "seeds" else v) for k, v in over.items()})
+        if scoring is not None:
+            out = replace(out, scoring=replace(self.scoring, **scoring))
+        return out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("dataset_overrides")
+        d["seeds"] = list(self.seeds)
+        return d
+
+
+def protocol_names() -> list[str]:
+    folder = resources.files("refseg_bench.configs") / "protocols"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_protocol(name: str) -> Protocol:
+    names = protocol_names()
+    if name not in names:
+        raise UnknownNameError(f"unknown protocol {name!r}. Known protocols: {', '.join(names)}")
+    text = (resources.files("refseg_bench.configs") / "protocols" / f"{name}.yaml").read_text()
+    raw = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    scoring = Scoring(**raw.pop("scoring", {}))
+    seeds = tuple(raw.pop("seeds", ()) or ())
+    return Protocol(name=name, scoring=scoring, seeds=seeds, **raw)
