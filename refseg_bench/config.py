@@ -1,0 +1,136 @@
+"""Run configuration: a structured OmegaConf schema, YAML defaults, CLI dotlist overrides.
+
+Resolution order (later wins): ``RunConfig`` defaults < ``configs/run.yaml`` <
+``configs/methods/<method>.yaml`` (into ``method_args``) < ``configs/datasets/<dataset>.yaml``
+(into ``dataset_args``) < command-line dotlist. The resolved config is saved with the run.
+Configs name registry keys only, never import paths.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from refseg_bench.episodes import ANNOTATION_KINDS
+from refseg_bench.errors import ConfigError
+from refseg_bench.registry import DATASETS, METHODS, load_builtin_entries
+
+DATA_ENV = "REFSEG_BENCH_DATA"
+DEFAULT_DATA_ROOT = "~/.cache/refseg-bench/data"
+
+
+@dataclass
+class RunConfig:
+    method: str = "proto"
+    dataset: str = "synthetic"
+    protocol: str | None = None  # None: the dataset's default protocol
+    fold: Any = "all"  # an int, a list of ints, or "all"
+    split: str = "val"
+    shot: int = 1
+    annotation: str = "mask"
+    episodes: int | None = None  # None: the protocol's count
+    seed: int | None = None  # None: the protocol's seed (or seeds)
+    batch_size: int = 8
+    num_workers: int = 0
+    device: str = "auto"
+    data_root: str | None = None  # None: $REFSEG_BENCH_DATA, else ~/.cache/refseg-bench/data
+    results_dir: str = "results"
+    run_id: str | None = None  # None: derived from the settings, so a rerun resumes
+    save_predictions: bool = False
+    overwrite: bool = False  # True: discard an existing record of the same run id
+    progress: bool = True
+    method_args: dict = field(default_factory=dict)
+    dataset_args: dict = field(default_factory=dict)
+    protocol_args: dict = field(default_factory=dict)
+
+
+def _packaged_yaml(*parts: str) -> DictConfig | None:
+    node = resources.files("refseg_bench.configs").joinpath(*parts)
+    if not node.is_file():
+        return None
+    return OmegaConf.create(node.read_text())
+
+
+def _name_from(overrides: DictConfig, base: DictConfig, key: str) -> str:
+    return str(OmegaConf.select(overrides, key, default=None) or base[key])
+
+
+def resolve_config(overrides: list[str] | None = None) -> DictConfig:
+    """Build and validate the run config from CLI ``key=value`` overrides."""
+    load_builtin_entries()
+    try:
+        cli = OmegaConf.from_dotlist(list(overrides or []))
+        cfg = OmegaConf.structured(RunConfig)
+        run_yaml = _packaged_yaml("run.yaml")
+        if run_yaml is not None:
+            cfg = OmegaConf.merge(cfg, run_yaml)
+        method = _name_from(cli, cfg, "method")
+        dataset = _name_from(cli, cfg, "dataset")
+        METHODS.entry(method)
+        DATASETS.entry(dataset)
+        layers = [cfg]
+        for section, folder, name in (("method_args", "methods", method),
+                                      ("dataset_args", "datasets", dataset)):
+            node = _packaged_yaml(folder, f"{name}.yaml")
+            if node is not None:
+                layers.append(OmegaConf.create({section: node}))
+        cfg = OmegaConf.merge(*layers, cli)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid setting: {err}") from err
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    if cfg.annotation not in ANNOTATION_KINDS:
+        raise ConfigError(f"annotation must be one of {', '.join(ANNOTATION_KINDS)}; "
+                          f"got {cfg.annotation!r}")
+    for key, low in (("shot", 1), ("batch_size", 1), ("num_workers", 0)):
+        if int(cfg[key]) < low:
+            raise ConfigError(f"{key} must be >= {low}; got {cfg[key]}")
+    if cfg.episodes is not None and int(cfg.episodes) < 1:
+        raise ConfigError(f"episodes must be >= 1 (or unset for the protocol's count); "
+                          f"got {cfg.episodes}")
+    if cfg.split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be train, val or test; got {cfg.split!r}")
+
+
+def data_root(cfg: DictConfig) -> Path:
+    return Path(cfg.data_root or os.environ.get(DATA_ENV) or DEFAULT_DATA_ROOT).expanduser()
+
+
+def build_dataset(cfg: DictConfig):
+    """Instantiate the configured dataset. Its root is ``dataset_args.root`` when set, else
+    ``<data_root>/<dataset_args.dirname or dataset name>``."""
+    args = OmegaConf.to_container(cfg.dataset_args, resolve=True) or {}
+    root = args.pop("root", None)
+    dirname = args.pop("dirname", None) or cfg.dataset
+    cls = DATASETS.get(cfg.dataset)
+    return cls(Path(root).expanduser() if root else data_root(cfg) / dirname, **args)
+
+
+def build_method(cfg: DictConfig):
+    options = OmegaConf.to_container(cfg.method_args, resolve=True) or {}
+    return METHODS.get(cfg.method).from_config(options)
+
+
+def folds_of(cfg: DictConfig, n_folds: int) -> list[int]:
+    """``fold=all`` -> every fold; an int or a list of ints -> those, each checked."""
+    raw = cfg.fold
+    if raw == "all":
+        return list(range(n_folds))
+    folds = list(raw) if OmegaConf.is_list(raw) or isinstance(raw, list | tuple) else [raw]
+    try:
+        folds = [int(f) for f in folds]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"fold must be 'all', an int or a list of ints; got {raw!r}") from err
+    bad = [f for f in folds if not 0 <= f < n_folds]
+    if bad:
+        raise ConfigError(f"fold {bad} out of range: {cfg.dataset} has folds 0..{n_folds - 1}")
+    return folds
