@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from refseg_bench.errors import UserError
+    from refseg_bench.errors import user_errors
 
     try:
         return int(args.func(args) or 0)
-    except UserError as err:
+    except user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

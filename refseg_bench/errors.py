@@ -1,11 +1,10 @@
 """Errors caused by the user's input (names, values, files). The CLI prints their message
-without a traceback and exits with status 2; anything else is a bug and keeps its traceback."""
+without a traceback and exits with status 2; anything else is a bug and keeps its traceback.
+
+This module imports nothing from the project, so every module can raise these.
+"""
 
 from __future__ import annotations
-
-from refseg_bench.datasets.base import DatasetError
-from refseg_bench.registry import UnknownNameError
-from refseg_bench.sampler import SamplingError
 
 
 class ConfigError(ValueError):
@@ -16,6 +15,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, has the wrong hash or the wrong keys."""
 
 
-# Every exception class the CLI reports as a user error. Modules that define their own
-# user-facing errors subclass one of these.
-UserError = (ConfigError, CheckpointError, DatasetError, UnknownNameError, SamplingError)
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Every exception class the CLI reports as a user error (subclasses included)."""
+    from refseg_bench.datasets.base import DatasetError
+    from refseg_bench.registry import UnknownNameError
+    from refseg_bench.sampler import SamplingError
+
+    return (ConfigError, CheckpointError, DatasetError, UnknownNameError, SamplingError)

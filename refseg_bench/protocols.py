@@ -7,11 +7,12 @@ but draws classes uniformly on COCO).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 
 from omegaconf import OmegaConf
 
+from refseg_bench.errors import ConfigError
 from refseg_bench.registry import UnknownNameError
 
 
@@ -41,9 +42,17 @@ class Protocol:
 
     def for_dataset(self, dataset: str) -> Protocol:
         """The preset with this dataset's overrides applied."""
-        over = dict(self.dataset_overrides.get(dataset, {}))
+        return self.with_overrides(self.dataset_overrides.get(dataset, {}))
+
+    def with_overrides(self, over: dict) -> Protocol:
+        """A copy with some fields replaced (``scoring`` may be given partially)."""
+        over = dict(over)
         if not over:
             return self
+        unknown = set(over) - {f.name for f in fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown protocol field(s) {sorted(unknown)}; "
+                              f"valid: {sorted(f.name for f in fields(self))}")
         scoring = over.pop("scoring", None)
         out = replace(self, **{k: (tuple(v) if k == "seeds" else v) for k, v in over.items()})
         if scoring is not None:
