@@ -1,0 +1,72 @@
+"""A small in-memory FoldedDataset for tests of the sampler, runner and records.
+
+Images are generated from the item id, so they are deterministic and need no files.
+4 folds x 2 classes (ids 1..8); each item holds one or two classes.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from refseg_bench.datasets.base import FoldedDataset
+
+
+class ListDataset(FoldedDataset):
+    name = "fake"
+    n_folds = 4
+
+    def __init__(self, root="unused", per_class: int = 6, size=(48, 64), **options):
+        super().__init__(root, **options)
+        self.size = size
+        self._labels: dict[str, list[int]] = {}
+        for split in ("train", "val"):
+            for c in range(1, 9):
+                for j in range(per_class):
+                    other = (c % 8) + 1 if j % 3 == 0 else None
+                    self._labels[f"{split}/{c}_{j}"] = sorted({c} | ({other} if other else set()))
+
+    @property
+    def class_names(self):
+        return [f"class{c}" for c in range(1, 9)]
+
+    def classes(self, fold, split):
+        novel = [2 * fold + 1, 2 * fold + 2]
+        return novel if split != "train" else [c for c in range(1, 9) if c not in novel]
+
+    def _split_items(self, split):
+        prefix = "train/" if split == "train" else "val/"
+        return [k for k in self._labels if k.startswith(prefix)]
+
+    def items(self, fold, split, class_id):
+        return [k for k in self._split_items(split) if class_id in self._labels[k]]
+
+    def query_items(self, fold, split):
+        wanted = set(self.classes(fold, split))
+        return [k for k in self._split_items(split) if wanted & set(self._labels[k])]
+
+    def item_classes(self, fold, split, item):
+        return sorted(set(self._labels[item]) & set(self.classes(fold, split)))
+
+    def _seed(self, item):
+        return zlib.crc32(item.encode())
+
+    def load_image(self, item):
+        rng = np.random.default_rng(self._seed(item))
+        return rng.integers(0, 255, (*self.size, 3), dtype=np.uint8)
+
+    def label(self, item):
+        h, w = self.size
+        lab = np.zeros((h, w), np.uint8)
+        for k, c in enumerate(self._labels[item]):
+            x0 = 4 + 28 * k
+            lab[8:40, x0:x0 + 24] = c
+            lab[8, x0:x0 + 24] = 255  # a boundary band like VOC
+        return lab
+
+    def load_mask(self, item, class_id):
+        lab = self.label(item)
+        out = (lab == class_id).astype(np.uint8)
+        out[lab == 255] = 255
+        return out
