@@ -1,0 +1,45 @@
+import pytest
+
+from refseg_bench.config import data_root, folds_of, resolve_config
+from refseg_bench.errors import ConfigError
+from refseg_bench.protocols import load_protocol, protocol_names
+
+
+def test_defaults_and_overrides():
+    cfg = resolve_config(["shot=5", "method_args.extra=3", "fold=[0,2]"])
+    assert cfg.method == "proto" and cfg.dataset == "synthetic" and cfg.shot == 5
+    assert cfg.method_args.extra == 3
+    assert folds_of(cfg, 4) == [0, 2]
+    assert folds_of(resolve_config([]), 4) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("over,msg", [
+    (["shot=0"], "shot must be >= 1"),
+    (["batch_size=0"], "batch_size must be >= 1"),
+    (["episodes=0"], "episodes must be >= 1"),
+    (["annotation=lasso"], "annotation must be one of"),
+    (["split=dev"], "split must be"),
+    (["shot=two"], "invalid setting"),
+])
+def test_bad_values_are_clear_errors(over, msg):
+    with pytest.raises(ConfigError, match=msg):
+        resolve_config(over)
+
+
+def test_fold_out_of_range():
+    with pytest.raises(ConfigError, match="folds 0..3"):
+        folds_of(resolve_config(["fold=7"]), 4)
+
+
+def test_data_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("REFSEG_BENCH_DATA", str(tmp_path / "env"))
+    assert data_root(resolve_config([])) == tmp_path / "env"
+    assert data_root(resolve_config([f"data_root={tmp_path}/cli"])) == tmp_path / "cli"
+
+
+def test_protocol_presets_load_and_override():
+    assert {"hsnet", "pfenet"} <= set(protocol_names())
+    p = load_protocol("hsnet").with_overrides({"scoring": {"size": 400}, "episodes": 10})
+    assert p.scoring.size == 400 and p.scoring.ignore and p.episodes == 10
+    with pytest.raises(ConfigError, match="unknown protocol field"):
+        load_protocol("hsnet").with_overrides({"epsiodes": 3})
