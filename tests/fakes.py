@@ -70,3 +70,54 @@ class ListDataset(FoldedDataset):
         out = (lab == class_id).astype(np.uint8)
         out[lab == 255] = 255
         return out
+
+
+class EmptySupportDataset(ListDataset):
+    """Like ListDataset, but one item's class mask is all ignore (an unusable reference)."""
+
+    name = "fake_empty"
+    BROKEN = "val/1_1"
+
+    def load_mask(self, item, class_id):
+        out = super().load_mask(item, class_id)
+        if item == self.BROKEN:
+            out[:] = 255
+        return out
+
+
+class Flaky:
+    """A method that crashes after ``fail_after`` predict calls (to test resuming)."""
+
+    calls = 0
+
+    def __new__(cls, *a, **k):  # built through the registry like any method
+        from refseg_bench.methods.baselines import Oracle
+
+        class _Flaky(Oracle):
+            name = "flaky"
+
+            def __init__(self, fail_after: int = 10**9, **options):
+                super().__init__(**options)
+                self.fail_after = fail_after
+
+            def predict(self, batch):
+                Flaky.calls += 1
+                if Flaky.calls > self.fail_after:
+                    raise KeyboardInterrupt("simulated kill")
+                return super().predict(batch)
+
+        return _Flaky(*a, **k)
+
+    @classmethod
+    def from_config(cls, options):
+        return cls(**options)
+
+
+def register_fakes() -> None:
+    from refseg_bench.registry import DATASETS, METHODS, load_builtin_entries
+
+    load_builtin_entries()
+    if "fake" not in DATASETS:
+        DATASETS.register("fake", "fakes:ListDataset", "in-memory test dataset")
+        DATASETS.register("fake_empty", "fakes:EmptySupportDataset", "one empty support")
+        METHODS.register("flaky", "fakes:Flaky", "oracle that crashes after N batches")
