@@ -14,7 +14,8 @@ import hashlib
 import os
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib import resources
@@ -37,6 +38,7 @@ class CatalogueEntry:
     one, and then loaders record the computed hash and mark the weights ``unverified``.
     ``state_dict_key`` names the entry holding the weights inside the file (SAM 2 files
     store them under ``"model"``), None when the file is the state dict itself.
+    ``direct_download`` is False when ``url`` is a web page or folder to fetch by hand.
     """
 
     name: str
@@ -49,6 +51,7 @@ class CatalogueEntry:
     licence: str
     sha256_source: str
     state_dict_key: str | None = None
+    direct_download: bool = True
     notes: str = ""
 
 
@@ -181,17 +184,26 @@ def _as_state_dict(obj: object, path: Path, key: str | None) -> dict[str, torch.
             f"checkpoint {path} is a {kind}, expected a state dict (names -> tensors). If the "
             "weights are nested (e.g. under 'model' or 'state_dict'), pass key=..."
         )
-    return dict(obj)
+    return remove_prefixes(obj, ())
 
 
 def remove_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes: tuple[str, ...]
-                   ) -> dict[str, torch.Tensor]:
-    """Remove each leading prefix in ``prefixes`` (in order) from every key that has it."""
-    out = {}
-    for k, v in state_dict.items():
+                    ) -> OrderedDict[str, torch.Tensor]:
+    """Remove each leading prefix in ``prefixes`` (in order) from every key that has it.
+
+    PyTorch's per-module version metadata (``_metadata``) is kept, with the same prefixes
+    removed, because BatchNorm and others use it to load files from older releases.
+    """
+
+    def strip(key: str) -> str:
         for p in prefixes:
-            k = k.removeprefix(p)
-        out[k] = v
+            key = key.removeprefix(p)
+        return key
+
+    out = OrderedDict((strip(k), v) for k, v in state_dict.items())
+    metadata = getattr(state_dict, "_metadata", None)
+    if metadata is not None:
+        out._metadata = OrderedDict((strip(k), v) for k, v in metadata.items())
     return out
 
 
@@ -211,12 +223,14 @@ def load_strict(
     """Load ``state_dict`` into ``module`` requiring exactly its keys and shapes.
 
     ``strip_prefixes`` are removed first (DDP checkpoints prefix every key with
-    ``module.``). On a mismatch raises CheckpointError naming the first ``limit`` missing,
+    ``module.``). A missing BatchNorm ``num_batches_tracked`` counter is not an error
+    (PyTorch fills it in for files from older releases). On a mismatch raises CheckpointError naming the first ``limit`` missing,
     unexpected and wrongly shaped keys with their counts.
     """
     sd = remove_prefixes(state_dict, strip_prefixes)
     own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
+    # BatchNorm fills in a missing step counter itself (files saved before PyTorch 0.4.1).
+    missing = sorted(k for k in set(own) - set(sd) if not k.endswith(".num_batches_tracked"))
     unexpected = sorted(set(sd) - set(own))
     shapes = sorted(
         f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
@@ -242,19 +256,25 @@ def load_checkpoint_into(
     model: str,
     key: str | None = None,
     prefixes: tuple[str, ...] = ("module.",),
+    convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> WeightsInfo:
     """Resolve, verify, load strictly and describe a checkpoint for ``module``.
 
     ``checkpoint`` is a catalogue name or a path. The file's sha256 is always computed (it
     goes into run records). A catalogue file with a published sha256 must match it
     (``weights="official"``); otherwise the weights are ``unverified``. ``key`` defaults to
-    the catalogue entry's ``state_dict_key``.
+    the catalogue entry's ``state_dict_key``. ``prefixes`` are stripped, then ``convert``
+    (an explicit key renaming, e.g. official names to ours) is applied before the strict
+    load.
     """
     path, entry = resolve_checkpoint(checkpoint)
     expected = entry.sha256 if entry else None
     if key is None and entry is not None:
         key = entry.state_dict_key
-    load_strict(module, load_state_dict(path, expected, key=key), strip_prefixes=prefixes)
+    state_dict = remove_prefixes(load_state_dict(path, expected, key=key), prefixes)
+    if convert is not None:
+        state_dict = convert(state_dict)
+    load_strict(module, state_dict, strip_prefixes=())
     if entry is None:
         note = "file not in the checkpoint catalogue"
     elif expected is None:
@@ -276,5 +296,11 @@ def fetch(name: str, dest_dir: str | Path | None = None, url_override: str | Non
 
     entry = catalogue_entry(name)
     dest = Path(dest_dir).expanduser() if dest_dir is not None else checkpoint_dir()
+    if not entry.direct_download and url_override is None:
+        raise CheckpointError(
+            f"{name} cannot be downloaded automatically: {entry.url} is not a direct file link. "
+            f"Download {entry.file_name} by hand into {dest} (or pass --url with a direct "
+            f"link). {entry.notes}"
+        )
     return download(url_override or entry.url, dest / entry.file_name,
                     expected_sha256=entry.sha256, expected_size=entry.size, progress=progress)
