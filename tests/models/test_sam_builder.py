@@ -64,3 +64,14 @@ def test_wrong_image_size_checkpoint_names_the_shape_mismatch(tiny, tmp_path):
 def test_unknown_variant_lists_known():
     with pytest.raises(ValueError, match="vit_h"):
         build_sam("vit_x")
+
+
+def test_sam_embeddings_hit_the_cache(tiny):
+    from refseg_bench.models.cache import EmbeddingCache, EncoderId
+
+    cache = EmbeddingCache()
+    enc = EncoderId.of(tiny, 256)
+    a = cache.get_or_compute(_image(), enc, lambda im: encode_sam_images(tiny, [im])[0])
+    b = cache.get_or_compute(_image(), enc, lambda im: encode_sam_images(tiny, [im])[0])
+    assert a is b and cache.stats.encoder_passes == 1 and cache.stats.hits == 1
+    assert enc.weights.startswith("params:")  # random weights: fingerprinted by value
