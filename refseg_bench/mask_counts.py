@@ -1,0 +1,213 @@
+"""The pixel-counting kernel behind ``refseg_bench.scorer.episode_totals``.
+
+A batch of episodes is packed into one byte workspace, a few whole-block byte operations
+derive the planes to count, and a word-level sum counts them per episode. Conventions
+(threshold, ignore, resizing) are documented in ``refseg_bench.scorer``.
+
+Layout: each episode is a flat segment padded to a multiple of ``_CHUNK`` with label 255
+(never valid) and prediction 0. Flat segments waste nothing on mixed orientations, unlike
+padding to the batch's max height and width. On the CPU a block of about ``_BLOCK_PIXELS``
+pixels is processed at a time in one reused workspace, so the bytes stay in cache and are
+not page-faulted in afresh for every batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Byte planes holding 0, 1 or 2 are summed as int64 words, 8 pixels per word. Summing at
+# most 63 words keeps every byte lane <= 126, so no lane carries into the next one and the
+# word stays below 2**63 (no signed overflow); the 8 lanes are then added up.
+_WORDS_PER_CHUNK = 63
+_CHUNK = 8 * _WORDS_PER_CHUNK  # pixels per chunk; every episode segment is padded to it
+_BLOCK_PIXELS = 1 << 20  # CPU block: five byte planes of it (5 MB) stay in L3 cache
+_ONE_F32_BITS = 0x3F800000  # bit pattern of float32 1.0
+
+
+class ScoringError(ValueError):
+    """Predictions, labels or class ids handed to the scorer are malformed. This is a bug in
+    the adapter or dataset that produced them; the message says which episode and why."""
+
+
+def count_totals(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
+                 device: torch.device, *, size: int | None, ignore: bool,
+                 threshold: float) -> torch.Tensor:
+    """``(B, 4)`` int64 ``[fg_inter, fg_union, bg_inter, bg_union]`` on ``device``.
+
+    ``preds``/``labels`` are shape-checked ``(H_i, W_i)`` pairs (labels uint8), preds on
+    ``device``; label values and the prediction range are checked here, in the same pass
+    that reads them.
+    """
+    n_pixels = [int(p.numel()) if size is None else size * size for p in preds]
+    seg = [-(-n // _CHUNK) * _CHUNK for n in n_pixels]
+    limit = _BLOCK_PIXELS if device.type == "cpu" else sum(seg)
+    blocks, start, used = [], 0, 0
+    for i, s in enumerate(seg):
+        if used and used + s > limit:
+            blocks.append((start, i))
+            start, used = i, 0
+        used += s
+    blocks.append((start, len(seg)))
+    width = max(sum(seg[a:b]) for a, b in blocks)
+    work = torch.empty((5, width), dtype=torch.uint8, device=device)
+    return torch.cat([_count_block(preds[a:b], labels[a:b], a, work, seg[a:b], size=size,
+                                   ignore=ignore, threshold=threshold) for a, b in blocks])
+
+
+def _count_block(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], first: int,
+                 work: torch.Tensor, seg: list[int], *, size: int | None, ignore: bool,
+                 threshold: float) -> torch.Tensor:
+    """``(b, 4)`` totals of episodes ``first, first + 1, ...``; ``seg``: padded lengths."""
+    device, used = work.device, sum(seg)
+    if used == 0:  # only empty images: nothing to count (and no bytes to view as words)
+        return torch.zeros((len(seg), 4), dtype=torch.int64, device=device)
+    # Rows: q = pred * lab1; tp = pred & fg; fg = lab1 >> 1; lab1 = label + 1 (uint8 wraps:
+    # 0 = ignore or padding, 1 = background, 2 = foreground); pred (0/1).
+    # Sums: sum(lab1) = valid + fg and sum(q) = pred on valid + tp. ignore=True sums rows
+    # 0-3 and ignore=False rows 1-4: both windows are contiguous.
+    work = work[:, :used]
+    q, tp, fg, lab1, pred = work.unbind(0)
+    start, in_range = 0, []
+    for i, (p, la, s) in enumerate(zip(preds, labels, seg, strict=True), start=first):
+        in_range.append(_in_unit_range(p))
+        n = _pack_episode(p, la, i, pred[start:start + s], lab1[start:start + s],
+                          size=size, threshold=threshold)
+        work[3:5, start + n:start + s].zero_()  # padding: label 255 (+1 = 0), pred 0
+        start += s
+    _check_ranges(preds, in_range, first)
+    if size is None and int(lab1.amax()) > 2:  # any label outside {0, 1, 255}
+        raise_bad_labels(labels, first_index=first)
+    torch.bitwise_right_shift(lab1, 1, out=fg)
+    torch.bitwise_and(pred, fg, out=tp)
+    chunk_episode = torch.repeat_interleave(
+        torch.arange(len(seg), device=device), torch.tensor(seg, device=device) // _CHUNK)
+    if ignore:
+        torch.mul(pred, lab1, out=q)
+        sum_q, inter, n_fg, sum_lab1 = _sum_bytes(work[0:4], chunk_episode, len(seg)).unbind(1)
+        n_valid, pred_valid = sum_lab1 - n_fg, sum_q - inter
+    else:  # 255 is background: every image pixel is valid, padding never is
+        inter, n_fg, _, pred_valid = _sum_bytes(work[1:5], chunk_episode, len(seg)).unbind(1)
+        n_valid = torch.tensor([p.numel() if size is None else size * size for p in preds],
+                               dtype=torch.int64, device=device)
+    union = pred_valid + n_fg - inter
+    return torch.stack([inter, union, n_valid - union, n_valid - inter], dim=1)
+
+
+def _pack_episode(pred: torch.Tensor, label: torch.Tensor, index: int, pred_out: torch.Tensor,
+                  lab1_out: torch.Tensor, *, size: int | None, threshold: float) -> int:
+    """Write ``pred > threshold`` and ``label + 1`` of one episode (resized first when
+    ``size`` is set) to the starts of the uint8 slices; returns the pixel count."""
+    device = pred_out.device
+    if size is not None:  # check the label before resizing hides some of its pixels
+        check_label(label, index)
+        pred, label = resize_episode(pred, label.to(device), size)
+    n = pred.numel()
+    _binarise(pred.reshape(-1), threshold, pred_out[:n])
+    torch.add(label.to(device).reshape(-1), 1, out=lab1_out[:n])
+    return n
+
+
+def resize_episode(pred: torch.Tensor, label: torch.Tensor,
+                   size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prediction bilinearly (align_corners=False) and label nearest to ``size x size``."""
+    p = pred if pred.is_floating_point() else pred.to(torch.float32)
+    p = F.interpolate(p[None, None], size=(size, size), mode="bilinear", align_corners=False)
+    lab = F.interpolate(label[None, None], size=(size, size), mode="nearest")
+    return p[0, 0], lab[0, 0]
+
+
+def _binarise(pred: torch.Tensor, threshold: float, out: torch.Tensor) -> None:
+    """Write ``pred > threshold`` as 0/1 into the uint8 tensor ``out`` (same length)."""
+    if pred.dtype == torch.bool:
+        out.copy_(pred)
+    elif (array := _numpy_view(pred)) is not None:
+        np.greater(array, threshold, out=out.numpy().view(np.bool_))
+    else:
+        torch.gt(pred, threshold, out=out.view(torch.bool))
+
+
+def _numpy_view(t: torch.Tensor) -> np.ndarray | None:
+    """Zero-copy NumPy view of a CPU float32/float64 tensor, else None.
+
+    On the CPU, NumPy's SIMD float comparison and max run 5-9x faster than torch's kernels
+    (torch 2.15 here: 7 vs 62 us to threshold a 500x375 map), and reading the prediction is
+    the largest cost of scoring.
+    """
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64):
+        return t.detach().numpy()
+    return None
+
+
+def _in_unit_range(pred: torch.Tensor) -> bool | torch.Tensor:
+    """Whether a prediction lies in [0, 1]: a bool, or a 0-dim bool tensor on a GPU (read
+    later, once per block, to avoid a device sync per episode). False may be a false alarm.
+
+    CPU float32 takes one pass: float32 bit patterns read as unsigned ints keep the order
+    of non-negative floats, and negatives and NaN map above all of them, so
+    ``max(bits) <= bits(1.0)`` iff every value is in [+0, 1] (-0.0 is a false alarm).
+    """
+    if not pred.is_floating_point() or pred.numel() == 0:
+        return True
+    array = _numpy_view(pred)
+    if array is not None and array.dtype == np.float32:
+        return bool(array.view(np.uint32).max() <= _ONE_F32_BITS)
+    if array is not None:
+        return bool(array.min() >= 0 and array.max() <= 1)
+    low, high = torch.aminmax(pred)
+    return (low >= 0) & (high <= 1)
+
+
+def _check_ranges(preds: Sequence[torch.Tensor], in_range: list, first: int) -> None:
+    """Raise for the first prediction outside [0, 1] (logits are a common adapter bug)."""
+    lazy = [f for f in in_range if isinstance(f, torch.Tensor)]
+    synced = iter(torch.stack(lazy).tolist() if lazy else [])  # one sync for the block
+    flags = [next(synced) if isinstance(f, torch.Tensor) else f for f in in_range]
+    for i, (pred, ok) in enumerate(zip(preds, flags, strict=True), start=first):
+        if ok:
+            continue
+        low, high = float(pred.min()), float(pred.max())  # exact, after the quick test
+        if not (low >= 0 and high <= 1):  # also catches NaN
+            raise ScoringError(
+                f"episode {i}: prediction has values in [{low:g}, {high:g}], expected "
+                "foreground probabilities in [0, 1]; apply sigmoid/softmax to logits in the "
+                "adapter.")
+
+
+def check_label(label: torch.Tensor, index: int) -> None:
+    """Raise unless ``label`` (uint8) holds only 0, 1 and 255."""
+    # uint8 arithmetic wraps: 255 + 1 == 0, so a label is valid iff (label + 1) <= 2.
+    if label.numel() and int((label + 1).amax()) > 2:
+        raise_bad_labels([label], first_index=index)
+
+
+def raise_bad_labels(labels: Sequence[torch.Tensor], first_index: int = 0) -> None:
+    """Raise for the first label with a value outside {0, 1, 255}, naming the episode."""
+    for i, lab in enumerate(labels, start=first_index):
+        bad = [v for v in torch.unique(lab).tolist() if v not in (0, 1, 255)]
+        if bad:
+            raise ScoringError(
+                f"episode {i}: label has values {bad[:10]}, expected only 0 (background), "
+                "1 (episode class) and 255 (ignore); binarise the class mask in the dataset.")
+    raise AssertionError("a label check failed but no episode has a bad value")
+
+
+def _sum_bytes(planes: torch.Tensor, chunk_episode: torch.Tensor,
+               n_episodes: int) -> torch.Tensor:
+    """Sum byte planes per episode.
+
+    Args:
+        planes: ``(K, L)`` uint8 with values 0-2, rows contiguous, ``L`` a multiple of
+            ``_CHUNK``.
+        chunk_episode: ``(L // _CHUNK,)`` int64, the episode each chunk belongs to.
+    Returns:
+        ``(n_episodes, K)`` int64.
+    """
+    k = planes.shape[0]
+    lane_sums = planes.view(torch.int64).view(k, -1, _WORDS_PER_CHUNK).sum(-1)
+    chunk_sums = lane_sums.view(torch.uint8).view(k, -1, 8).sum(-1)  # (K, n_chunks)
+    out = torch.zeros((n_episodes, k), dtype=torch.int64, device=planes.device)
+    return out.index_add_(0, chunk_episode, chunk_sums.t())

@@ -1,0 +1,258 @@
+import numpy as np
+import pytest
+import torch
+
+from refseg_bench import mask_counts
+from refseg_bench.scorer import Scorer, ScoringError, episode_totals
+from refseg_bench.scorer_reference import reference_episode_totals, reference_scores
+
+
+def _episodes(n=24, seed=0, kind="prob", max_side=90):
+    """Random episodes of mixed sizes (1x1 up to max_side), 255 pixels included."""
+    rng = np.random.default_rng(seed)
+    preds, labels = [], []
+    for i in range(n):
+        h, w = (1, 1) if i == 0 else rng.integers(1, max_side, size=2)
+        label = (rng.random((h, w)) < 0.4).astype(np.uint8)
+        label[rng.random((h, w)) < 0.15] = 255
+        prob = rng.random((h, w), dtype=np.float32)
+        prob[rng.random((h, w)) < 0.05] = 0.5  # exact ties: background under pred > 0.5
+        pred = {"prob": torch.from_numpy(prob),
+                "prob64": torch.from_numpy(prob.astype(np.float64)),
+                "half": torch.from_numpy(prob).half(),  # the torch (GPU-like) code path
+                "bool": torch.from_numpy(prob > 0.5),
+                "binary_float": torch.from_numpy((prob > 0.5).astype(np.float32))}[kind]
+        preds.append(pred)
+        labels.append(torch.from_numpy(label))
+    return preds, labels
+
+
+@pytest.mark.parametrize("kind", ["prob", "prob64", "half", "bool", "binary_float"])
+@pytest.mark.parametrize("size", [None, 17, 64])
+@pytest.mark.parametrize("ignore", [True, False])
+def test_matches_numpy_reference(kind, size, ignore):
+    preds, labels = _episodes(kind=kind, seed=hash((kind, size, ignore)) % 1000)
+    got = episode_totals(preds, labels, size=size, ignore=ignore)
+    assert got.dtype == torch.int64 and got.shape == (len(preds), 4)
+    np.testing.assert_array_equal(
+        got.numpy(), reference_episode_totals(preds, labels, size=size, ignore=ignore))
+
+
+def test_matches_reference_across_several_blocks(monkeypatch):
+    # A small block forces many blocks per batch, reusing one workspace.
+    monkeypatch.setattr(mask_counts, "_BLOCK_PIXELS", 3 * mask_counts._CHUNK)
+    preds, labels = _episodes(n=30, seed=5)
+    np.testing.assert_array_equal(episode_totals(preds, labels).numpy(),
+                                  reference_episode_totals(preds, labels))
+
+
+def test_numpy_labels_and_threshold():
+    preds, labels = _episodes(n=6, seed=2)
+    np_labels = [lab.numpy() for lab in labels]
+    np.testing.assert_array_equal(episode_totals(preds, np_labels, threshold=0.8).numpy(),
+                                  reference_episode_totals(preds, labels, threshold=0.8))
+
+
+def test_hand_computed_totals():
+    pred = torch.tensor([[0.9, 0.9, 0.1],
+                         [0.5, 0.7, 0.2]])
+    label = torch.tensor([[1, 0, 255],
+                          [1, 255, 0]], dtype=torch.uint8)
+    # pred > 0.5: [[1,1,0],[0,1,0]]; valid pixels: (0,0) (0,1) (1,0) (1,2)
+    # fg: inter {(0,0)} = 1, union {(0,0),(0,1),(1,0)} = 3
+    # bg: inter {(1,2)} = 1, union {(0,1),(1,0),(1,2)} = 3
+    assert episode_totals([pred], [label]).tolist() == [[1, 3, 1, 3]]
+    # ignore=False: 255 is background; (0,2) is TN, (1,1) is FP
+    assert episode_totals([pred], [label], ignore=False).tolist() == [[1, 4, 2, 5]]
+
+
+def test_size_resizes_label_nearest_and_prediction_bilinear():
+    label = torch.zeros(4, 4, dtype=torch.uint8)
+    label[0, 0] = 1  # nearest to 2x2 keeps source pixels (0,0) (0,2) (2,0) (2,2)
+    label[1, 1] = 255  # dropped by the nearest resize
+    pred = torch.zeros(4, 4)
+    pred[:2, :2] = 1.0  # bilinear 4->2 averages 2x2 blocks: top-left 1, others 0
+    assert episode_totals([pred], [label], size=2).tolist() == [[1, 1, 3, 3]]
+
+
+def test_empty_batch_and_empty_image():
+    assert episode_totals([], []).shape == (0, 4)
+    got = episode_totals([torch.zeros(0, 5)], [torch.zeros(0, 5, dtype=torch.uint8)])
+    assert got.tolist() == [[0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("bad", [2, 128, 254])
+def test_bad_label_values_name_the_episode(bad):
+    preds, labels = _episodes(n=3)
+    labels[2] = labels[2].clone()
+    labels[2][0, 0] = bad
+    for size in (None, 8):
+        with pytest.raises(ScoringError, match=rf"episode 2: label has values \[{bad}\]"):
+            episode_totals(preds, labels, size=size)
+
+
+def test_shape_dtype_and_range_errors():
+    preds, labels = _episodes(n=2)
+    with pytest.raises(ScoringError, match="episode 1: prediction has shape"):
+        episode_totals([preds[0], preds[1].T.contiguous()], labels)
+    with pytest.raises(ScoringError, match="2 predictions but 1 labels"):
+        episode_totals(preds, labels[:1])
+    with pytest.raises(ScoringError, match="label dtype is torch.int64"):
+        episode_totals(preds, [lab.long() for lab in labels])
+    for bad in (torch.full_like(preds[1], 3.0), torch.full_like(preds[1], -0.1),
+                torch.full_like(preds[1], float("nan"))):
+        for dtype in (torch.float32, torch.float64, torch.float16):
+            with pytest.raises(ScoringError, match="episode 1: prediction has values"):
+                episode_totals([preds[0].to(dtype), bad.to(dtype)], labels)
+
+
+def test_negative_zero_is_a_valid_probability():
+    pred = torch.tensor([[-0.0, 1.0]])
+    label = torch.tensor([[0, 1]], dtype=torch.uint8)
+    assert episode_totals([pred], [label]).tolist() == [[1, 1, 1, 1]]
+
+
+# --- Scorer --------------------------------------------------------------------------------
+
+
+def _scored(n=40, seed=0, classes=(1, 2, 3, 4)):
+    preds, labels = _episodes(n=n, seed=seed)
+    rng = np.random.default_rng(seed)
+    class_ids = [int(c) for c in rng.choice(classes[:3], size=n)]  # class 4 never sampled
+    return preds, labels, class_ids
+
+
+def test_miou_hand_computed_and_unsampled_class_is_zero():
+    s = Scorer([10, 20, 30])
+    s.add([10, 10, 20], torch.tensor([[1, 4, 5, 8], [3, 4, 6, 7], [0, 0, 9, 9]]))
+    out = s.compute()
+    # class 10: 4/8 = 50%; class 20: union 0 -> 0/max(0, 1) = 0%; class 30 unsampled -> 0
+    assert out.class_iou == {10: 50.0, 20: 0.0, 30: None}
+    assert out.miou == pytest.approx(50.0 / 3)
+    assert out.unsampled_classes == [30]
+    assert out.class_episodes == {10: 2, 20: 1, 30: 0} and out.n_episodes == 3
+    # FB: fg 4/8, bg 20/24
+    assert out.fg_iou == pytest.approx(50.0) and out.bg_iou == pytest.approx(100 * 20 / 24)
+    assert out.fbiou == pytest.approx((50.0 + 100 * 20 / 24) / 2)
+    assert out.to_dict()["class_iou"][30] is None
+
+
+def test_scores_match_reference_and_batches_add_up():
+    preds, labels, cids = _scored()
+    one = Scorer([1, 2, 3, 4])
+    totals = one.update(preds, labels, cids)
+    miou, fbiou = reference_scores(cids, reference_episode_totals(preds, labels), [1, 2, 3, 4])
+    assert one.compute().miou == pytest.approx(miou, abs=1e-9)
+    assert one.compute().fbiou == pytest.approx(fbiou, abs=1e-9)
+    assert one.compute().unsampled_classes == [4]
+
+    two = Scorer([1, 2, 3, 4])
+    two.update(preds[:15], labels[:15], cids[:15])
+    two.update(preds[15:], labels[15:], cids[15:])
+    resumed = Scorer([1, 2, 3, 4])
+    resumed.add(cids, totals)
+    for s in (two, resumed):
+        for name in ("inter", "union", "episodes", "fb"):
+            assert torch.equal(getattr(s, name), getattr(one, name))
+        assert s.compute() == one.compute()
+
+
+def test_scorers_over_disjoint_episodes_sum_to_one():
+    preds, labels, cids = _scored(n=30, seed=3)
+    one = Scorer([1, 2, 3, 4])
+    one.update(preds, labels, cids)
+    even, odd = Scorer([1, 2, 3, 4]), Scorer([1, 2, 3, 4])
+    even.update(preds[::2], labels[::2], cids[::2])
+    odd.update(preds[1::2], labels[1::2], cids[1::2])
+    summed = {n: getattr(even, n) + getattr(odd, n) for n in ("inter", "union", "episodes", "fb")}
+    assert all(torch.equal(summed[n], getattr(one, n)) for n in summed)
+    even.merge(odd)
+    assert even.compute() == one.compute()
+
+
+def test_oracle_scores_100_and_empty_scores_0():
+    _, labels, cids = _scored(n=20, seed=4)
+    oracle = [(lab == 1).float() for lab in labels]
+    empty = [torch.zeros(lab.shape) for lab in labels]
+    s = Scorer([1, 2, 3])
+    s.update(oracle, labels, cids)
+    assert s.compute().miou == 100.0 and s.compute().fbiou == 100.0
+    s = Scorer([1, 2, 3])
+    s.update(empty, labels, cids)
+    out = s.compute()
+    assert out.miou == 0.0 and out.fg_iou == 0.0
+    # empty prediction: bg inter = valid bg pixels, bg union = all valid pixels
+    valid = sum(int((lab != 255).sum()) for lab in labels)
+    bg = sum(int((lab == 0).sum()) for lab in labels)
+    assert out.bg_iou == pytest.approx(100 * bg / valid)
+    assert out.fbiou == pytest.approx(50 * bg / valid)
+
+
+def test_scorer_errors():
+    s = Scorer([1, 2])
+    preds, labels = _episodes(n=2)
+    with pytest.raises(ScoringError, match=r"class ids \[7\] are not classes of this fold"):
+        s.update(preds, labels, [1, 7])
+    with pytest.raises(ScoringError, match="2 predictions but 1 class ids"):
+        s.update(preds, labels, [1])
+    with pytest.raises(ScoringError, match=r"shape \(2, 4\)"):
+        s.add([1, 2], torch.zeros(2, 3, dtype=torch.int64))
+    with pytest.raises(ScoringError, match="integer pixel counts"):
+        s.add([1, 2], torch.zeros(2, 4))
+    with pytest.raises(ScoringError, match="distinct"):
+        Scorer([1, 1])
+    assert s.compute().n_episodes == 0  # nothing was added by the failed calls
+    s.all_reduce()  # no process group: a no-op
+    s.add([1], torch.tensor([[1, 2, 3, 4]]))
+    assert s.compute().class_iou[1] == 50.0
+
+
+def _all_reduce_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        preds, labels, cids = _scored(n=30, seed=3)
+        s = Scorer([1, 2, 3, 4])
+        s.update(preds[rank::world], labels[rank::world], cids[rank::world])
+        s.all_reduce()
+        try:
+            s.all_reduce()
+            twice = "allowed"
+        except RuntimeError:
+            twice = "refused"
+        torch.save({"state": [s.inter, s.union, s.episodes, s.fb], "twice": twice},
+                   f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_over_two_gloo_processes_equals_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_all_reduce_worker, args=(2, f"file://{tmp_path}/rendezvous", str(tmp_path / "s")),
+             nprocs=2, join=True)
+    preds, labels, cids = _scored(n=30, seed=3)
+    single = Scorer([1, 2, 3, 4])
+    single.update(preds, labels, cids)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"s.{rank}")
+        assert got["twice"] == "refused"
+        for a, b in zip(got["state"], [single.inter, single.union, single.episodes, single.fb],
+                        strict=True):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    for size in (None, 33):
+        preds, labels = _episodes(n=20, seed=9)
+        cpu = episode_totals(preds, labels, size=size)
+        gpu = episode_totals([p.cuda() for p in preds], labels, size=size)
+        assert gpu.device.type == "cuda"
+        assert torch.equal(gpu.cpu(), cpu)
+    s = Scorer([1, 2, 3], device="cuda")
+    s.update([p.cuda() for p in preds], labels, [1] * len(preds))
+    assert s.inter.device.type == "cuda"
