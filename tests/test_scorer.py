@@ -46,6 +46,22 @@ def test_matches_reference_across_several_blocks(monkeypatch):
                                   reference_episode_totals(preds, labels))
 
 
+@pytest.mark.parametrize("size", [None, 17])
+@pytest.mark.parametrize("ignore", [True, False])
+def test_accelerator_packing_path_on_cpu(monkeypatch, size, ignore):
+    # GPUs pack with torch ops instead of NumPy views; run that path here too.
+    monkeypatch.setattr(mask_counts, "_pack_cpu", mask_counts._pack_torch)
+    for kind in ("prob", "half", "bool"):
+        preds, labels = _episodes(n=12, seed=7, kind=kind)
+        np.testing.assert_array_equal(
+            episode_totals(preds, labels, size=size, ignore=ignore).numpy(),
+            reference_episode_totals(preds, labels, size=size, ignore=ignore))
+    preds, labels = _episodes(n=12, seed=7, kind="half")
+    preds[3] = torch.full_like(preds[3], 2.0)
+    with pytest.raises(ScoringError, match="episode 3: prediction has values"):
+        episode_totals(preds, labels)
+
+
 def test_numpy_labels_and_threshold():
     preds, labels = _episodes(n=6, seed=2)
     np_labels = [lab.numpy() for lab in labels]

@@ -1,0 +1,148 @@
+"""Throughput of the harness core on this machine, printed as one table.
+
+Sections (one function each, called in turn by ``main``):
+- scorer: episodes/s of the batched torch scorer (``refseg_bench.scorer.episode_totals``)
+  against the per-episode NumPy reference (``refseg_bench.scorer_reference``) on
+  PASCAL-like episodes (mixed 500x375-ish sizes, 255 boundary bands), at original size and
+  at ``--size``; each torch result is checked equal to the reference's.
+
+Timings are wall clock, the best of ``--repeats`` runs, to damp noise from other processes;
+the load average is printed with them, since a busy machine slows every row.
+Run: ``make perf`` or ``.venv/bin/python benchmarks/perf_core.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from refseg_bench.scorer import episode_totals
+from refseg_bench.scorer_reference import reference_episode_totals
+
+# (H, W) of typical PASCAL VOC images (long side 500).
+PASCAL_SIZES = [(375, 500), (500, 375), (333, 500), (500, 333), (366, 500), (500, 400),
+                (281, 500), (500, 500)]
+
+
+@dataclass
+class Row:
+    section: str
+    case: str
+    episodes_per_s: float
+    speedup: float | None = None  # against the section's baseline row, if any
+
+
+def make_episodes(n: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``n`` synthetic episodes: float32 probability maps and uint8 0/1/255 labels.
+
+    Labels are 1-3 ellipses with a 5-pixel 255 band on their boundary (like PASCAL's void
+    outline); predictions are a soft, shifted, noisy version of the same shapes.
+    """
+    rng = np.random.default_rng(seed)
+    preds, labels = [], []
+    for _ in range(n):
+        h, w = PASCAL_SIZES[rng.integers(len(PASCAL_SIZES))]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        dist = np.full((h, w), np.inf, np.float32)  # distance to the nearest ellipse edge
+        for _ in range(rng.integers(1, 4)):
+            cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+            ry, rx = rng.uniform(0.1, 0.35) * h, rng.uniform(0.1, 0.35) * w
+            r = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+            dist = np.minimum(dist, (r - 1) * min(ry, rx))
+        label = (dist < 0).astype(np.uint8)
+        label[np.abs(dist) < 2.5] = 255
+        shift = rng.normal(0, 8, size=2)
+        noisy = -np.roll(dist, shift.astype(int), axis=(0, 1)) + rng.normal(0, 4, (h, w))
+        prob = 1 / (1 + np.exp(-noisy / 3))
+        preds.append(torch.from_numpy(prob.astype(np.float32)))
+        labels.append(torch.from_numpy(label))
+    return preds, labels
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Best wall time of ``repeats`` calls, in seconds (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _batched(preds, labels, batch: int, size: int | None) -> np.ndarray:
+    out = [episode_totals(preds[i:i + batch], labels[i:i + batch], size=size)
+           for i in range(0, len(preds), batch)]
+    return torch.cat(out).numpy()
+
+
+def scorer_section(args: argparse.Namespace) -> list[Row]:
+    preds, labels = make_episodes(args.episodes, args.seed)
+    n_ref = min(args.reference_episodes, args.episodes)
+    rows = []
+    for size in (None, args.size):
+        where = "original size" if size is None else f"size={size}"
+        expected = reference_episode_totals(preds, labels, size=size)
+        ref_s = best_time(lambda s=size: reference_episode_totals(preds[:n_ref], labels[:n_ref],
+                                                                  size=s), args.repeats)
+        ref_rate = n_ref / ref_s
+        rows.append(Row("scorer", f"numpy reference, per episode, {where}", ref_rate))
+        for batch in args.batch_sizes:
+            got = _batched(preds, labels, batch, size)
+            if not np.array_equal(got, expected):
+                raise AssertionError(f"torch scorer differs from the reference ({where}, "
+                                     f"batch {batch})")
+            sec = best_time(lambda b=batch, s=size: _batched(preds, labels, b, s), args.repeats)
+            rate = args.episodes / sec
+            rows.append(Row("scorer", f"torch batched, batch {batch}, {where}", rate,
+                            rate / ref_rate))
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    width = max(len(r.case) for r in rows)
+    print(f"{'section':10s} {'case':{width}s} {'episodes/s':>11s} {'speed-up':>9s}")
+    for r in rows:
+        speedup = f"{r.speedup:8.1f}x" if r.speedup is not None else ""
+        print(f"{r.section:10s} {r.case:{width}s} {r.episodes_per_s:11.0f} {speedup:>9s}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--episodes", type=int, default=256,
+                        help="episodes scored by the torch scorer per timing (default 256)")
+    parser.add_argument("--reference-episodes", type=int, default=64,
+                        help="episodes scored by the slow reference per timing (default 64)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64],
+                        help="torch scorer batch sizes (default 16 64)")
+    parser.add_argument("--size", type=int, default=400,
+                        help="square scoring size of the resized case (default 400, HSNet)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs; best is kept")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic episodes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own choice)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{args.episodes} episodes, best of {args.repeats}, "
+          f"load average before {os.getloadavg()[0]:.2f}")
+    rows = scorer_section(args)
+    # Section: harness overhead
+    print_table(rows)
+    print(f"load average after {os.getloadavg()[0]:.2f} (other processes slow these numbers)")
+
+
+if __name__ == "__main__":
+    main()
