@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from refseg_bench.episodes import ANNOTATION_KINDS
 from refseg_bench.errors import ConfigError
-from refseg_bench.registry import DATASETS, METHODS, load_builtin_entries
+from refseg_bench.registry import DATASETS, METHODS, UnknownNameError, load_builtin_entries
 
 DATA_ENV = "REFSEG_BENCH_DATA"
 DEFAULT_DATA_ROOT = "~/.cache/refseg-bench/data"
@@ -97,6 +97,12 @@ def validate(cfg: DictConfig) -> None:
     if cfg.episodes is not None and int(cfg.episodes) < 1:
         raise ConfigError(f"episodes must be >= 1 (or unset for the protocol's count); "
                           f"got {cfg.episodes}")
+    if cfg.protocol is not None:
+        from refseg_bench.protocols import protocol_names
+
+        if cfg.protocol not in protocol_names():
+            raise UnknownNameError(f"unknown protocol {cfg.protocol!r}. Known protocols: "
+                                   f"{', '.join(protocol_names())}")
     if cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test; got {cfg.split!r}")
 
@@ -105,10 +111,11 @@ def data_root(cfg: DictConfig) -> Path:
     return Path(cfg.data_root or os.environ.get(DATA_ENV) or DEFAULT_DATA_ROOT).expanduser()
 
 
-def build_dataset(cfg: DictConfig):
+def build_dataset(cfg: DictConfig, defaults: dict | None = None):
     """Instantiate the configured dataset. Its root is ``dataset_args.root`` when set, else
-    ``<data_root>/<dataset_args.dirname or dataset name>``."""
-    args = OmegaConf.to_container(cfg.dataset_args, resolve=True) or {}
+    ``<data_root>/<dataset_args.dirname or dataset name>``. ``defaults`` (a protocol's
+    ``dataset_args``) fill options that ``dataset_args`` does not set."""
+    args = {**(defaults or {}), **(OmegaConf.to_container(cfg.dataset_args, resolve=True) or {})}
     root = args.pop("root", None)
     dirname = args.pop("dirname", None) or cfg.dataset
     cls = DATASETS.get(cfg.dataset)

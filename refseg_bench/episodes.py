@@ -72,7 +72,8 @@ class Annotation:
 
     def __post_init__(self) -> None:
         if self.kind not in ANNOTATION_KINDS:
-            raise ValueError(f"annotation kind must be one of {ANNOTATION_KINDS}, got {self.kind!r}")
+            raise ValueError(
+                f"annotation kind must be one of {ANNOTATION_KINDS}, got {self.kind!r}")
 
 
 @dataclass

@@ -38,6 +38,10 @@ class Protocol:
     # Several seeds: the run is repeated per seed and reported as mean and spread.
     seeds: tuple[int, ...] = ()
     family: str = ""
+    # Dataset options the preset implies (e.g. pascal5i lists=pfenet, train_filter=bam),
+    # set per dataset in ``dataset_overrides``; ``build_dataset`` puts them under the
+    # user's ``dataset_args``, which win.
+    dataset_args: dict = field(default_factory=dict)
     dataset_overrides: dict = field(default_factory=dict)
 
     def for_dataset(self, dataset: str) -> Protocol:

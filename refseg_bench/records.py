@@ -77,7 +77,10 @@ class RowWriter:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        cut = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
         self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if cut:  # a write cut by a kill: end that line so it stays a lone unparsable one
+            self._f.write("\n")
 
     def write(self, rows: list[dict]) -> None:
         self._f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))

@@ -97,7 +97,8 @@ def _class_uniform(ds, fold, split, shot, n, rng, distinct):
     pools = {c: ds.items(fold, split, c) for c in classes}
     for c, pool in pools.items():
         if not pool:
-            raise SamplingError(f"class {c} ({ds.class_name(c)}) has no images in {split} fold {fold}")
+            raise SamplingError(
+                f"class {c} ({ds.class_name(c)}) has no images in {split} fold {fold}")
     for i in range(n):
         c = classes[int(rng.integers(len(classes)))]
         q = pools[c][int(rng.integers(len(pools[c])))]
@@ -141,7 +142,25 @@ def _every_image(ds, fold, split, shot, n, rng, distinct):
     """Each (image, class) pair is the query once (FSS-1000: 240 x 10 = 2400 episodes);
     ``n`` caps the count, cycling if larger."""
     pairs = ds.pairs(fold, split)
-    yield from _pair_cycle(ds, fold, split, shot, min(n, len(pairs)) if n else len(pairs), rng, distinct)
+    count = min(n, len(pairs)) if n else len(pairs)
+    yield from _pair_cycle(ds, fold, split, shot, count, rng, distinct)
+
+
+def _fixed_reference(ds, fold, split, shot, n, rng, distinct):
+    """PerSAM's personalization protocol (``persam.py --ref_idx 00``): the first ``shot``
+    items of each class (image ``00`` first) are its references, and every other item of
+    the class is the query once, class by class; ``n`` caps the count. Draws nothing."""
+    i = 0
+    for c in ds.classes(fold, split):
+        pool = ds.items(fold, split, c)
+        if len(pool) <= shot:
+            raise SamplingError(f"class {c} ({ds.class_name(c)}) has {len(pool)} image(s); "
+                                f"{shot} reference(s) plus a target need {shot + 1}")
+        for q in pool[shot:]:
+            if i >= n:
+                return
+            yield i, c, q, tuple(pool[:shot])
+            i += 1
 
 
 SamplerFn = Callable[..., object]
@@ -151,6 +170,7 @@ SAMPLERS: dict[str, SamplerFn] = {
     "pair_cycle": _pair_cycle,
     "round_robin": _round_robin,
     "every_image": _every_image,
+    "fixed_reference": _fixed_reference,
 }
 
 
@@ -176,7 +196,8 @@ def sample_episodes(
     draw = SAMPLERS[protocol.sampler]
     specs = tuple(
         EpisodeSpec(i, fold, c, q, s, episode_seed(seed, fold, i))
-        for i, c, q, s in draw(dataset, fold, split, shot, n_episodes, rng, protocol.distinct_supports)
+        for i, c, q, s in draw(dataset, fold, split, shot, n_episodes, rng,
+                               protocol.distinct_supports)
     )
     header = {
         "version": MANIFEST_VERSION,

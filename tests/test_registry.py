@@ -32,7 +32,8 @@ def test_unknown_name_lists_known_and_close_matches():
 def test_listing_imports_no_heavy_backend():
     code = (
         "import sys; from refseg_bench.cli import main; main(['ls']);"
-        "heavy = [m for m in ('torch', 'segment_anything', 'sam2', 'diffusers') if m in sys.modules];"
+        "heavy = [m for m in ('torch', 'segment_anything', 'sam2', 'diffusers')"
+        " if m in sys.modules];"
         "print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,240 @@
+"""The evaluation loop: manifest -> loader -> method.predict -> scorer -> run record.
+
+``run(cfg)`` plans the units (one per seed x fold), evaluates each, and writes the
+summary. Reporting lives in ``summary.py``; the loop itself stays small.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from refseg_bench import records
+from refseg_bench.config import build_dataset, build_method, folds_of
+from refseg_bench.datasets.base import FoldedDataset
+from refseg_bench.devices import resolve_device
+from refseg_bench.distributed import World, init_world, local_device, shutdown
+from refseg_bench.episodes import EpisodeBatch
+from refseg_bench.loading import EpisodeDataset, LoadedEpisode, collate
+from refseg_bench.protocols import Protocol, load_protocol
+from refseg_bench.registry import DATASETS
+from refseg_bench.sampler import Manifest, SamplingError, sample_episodes
+from refseg_bench.scorer import Scorer
+
+
+@dataclass
+class RunPlan:
+    cfg: DictConfig
+    dataset: FoldedDataset
+    protocol: Protocol
+    seeds: list[int]
+    folds: list[int]
+    n_episodes: int
+    run_dir: Path
+
+
+@dataclass
+class Timing:
+    """Seconds spent per stage; ``predict`` is the method, the rest is harness overhead."""
+
+    data: float = 0.0
+    predict: float = 0.0
+    score: float = 0.0
+    write: float = 0.0
+    episodes: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        total = self.data + self.predict + self.score + self.write
+        return {"data_s": self.data, "predict_s": self.predict, "score_s": self.score,
+                "write_s": self.write, "episodes": self.episodes,
+                "overhead_fraction": (total - self.predict) / total if total else None}
+
+
+def plan_run(cfg: DictConfig) -> RunPlan:
+    name = cfg.protocol or DATASETS.get(cfg.dataset).default_protocol
+    protocol = load_protocol(name).for_dataset(cfg.dataset).with_overrides(
+        OmegaConf.to_container(cfg.protocol_args, resolve=True) or {})
+    dataset = build_dataset(cfg, protocol.dataset_args)
+    if cfg.seed is not None:
+        seeds = [int(cfg.seed)]
+    else:
+        seeds = list(protocol.seeds) or [protocol.seed]
+    n = int(cfg.episodes) if cfg.episodes is not None else protocol.episodes
+    cfg.protocol = name  # recorded: the run id and the saved config name the protocol used
+    run_id = cfg.run_id or records.default_run_id(cfg, name)
+    run_dir = Path(cfg.results_dir) / run_id
+    return RunPlan(cfg, dataset, protocol, seeds, folds_of(cfg, dataset.n_folds), n, run_dir)
+
+
+def unit_manifest(plan: RunPlan, seed: int, fold: int, world: World) -> Manifest:
+    """Sample the unit's episodes; write the manifest once, or check the stored one."""
+    cfg = plan.cfg
+    fresh = sample_episodes(plan.dataset, fold, cfg.split, int(cfg.shot), plan.n_episodes,
+                            seed, plan.protocol)
+    path = plan.run_dir / records.unit_name(seed, fold) / "manifest.json"
+    if path.exists():
+        stored = Manifest.read(path)
+        if stored.sha256 != fresh.sha256:
+            raise SamplingError(
+                f"{path} differs from the episodes the dataset lists give now (lists "
+                "changed?). Pass overwrite=true to start this run again.")
+        return stored
+    world.barrier()  # every rank has sampled before rank 0 publishes the file
+    if world.is_main:
+        fresh.write(path)
+    world.barrier()
+    return fresh
+
+
+def predict_batch(method, loaded: list[LoadedEpisode], annotation: str) -> list[torch.Tensor]:
+    batch = EpisodeBatch([le.episode for le in loaded], annotation)
+    with torch.inference_mode():
+        preds = method.predict(batch)
+    if len(preds) != len(loaded):
+        raise RuntimeError(f"{type(method).__name__}.predict returned {len(preds)} masks "
+                           f"for {len(loaded)} episodes")
+    for p, le in zip(preds, loaded, strict=True):
+        if tuple(p.shape[-2:]) != le.episode.query_size:
+            raise RuntimeError(f"{type(method).__name__} returned a {tuple(p.shape)} mask for "
+                               f"a {le.episode.query_size} query (episode {le.spec.index})")
+    return preds
+
+
+def evaluate_unit(plan: RunPlan, method, seed: int, fold: int, world: World,
+                  device: torch.device, timing: Timing, progress=None) -> Scorer:
+    """Evaluate the episodes of one (seed, fold) this rank still owes; returns this rank's
+    scorer over its new episodes (rank 0's also holds those finished in earlier sessions)."""
+    cfg, unit = plan.cfg, records.unit_name(seed, fold)
+    unit_dir = plan.run_dir / unit
+    manifest = unit_manifest(plan, seed, fold, world)
+    classes = plan.dataset.classes(fold, cfg.split)
+    scorer = Scorer(classes, device)
+    done = records.read_rows(unit_dir)
+    if world.is_main and done:
+        scored = [r for r in done.values() if r["skip"] is None]
+        scorer.add([r["class_id"] for r in scored],
+                   torch.tensor([r["totals"] for r in scored], dtype=torch.int64).reshape(-1, 4))
+    todo = [s for s in manifest.episodes
+            if s.index not in done and s.index % world.size == world.rank]
+    loader = torch.utils.data.DataLoader(
+        EpisodeDataset(plan.dataset, todo, cfg.annotation), batch_size=int(cfg.batch_size),
+        num_workers=int(cfg.num_workers), collate_fn=collate)
+    task = progress.add_task(f"{cfg.method} {unit}", total=len(manifest.episodes),
+                             completed=len(done), miou="") if progress else None
+    writer = records.RowWriter(unit_dir / f"rows-rank{world.rank}.jsonl")
+    t = time.perf_counter()
+    try:
+        for loaded in loader:
+            rows = _run_batch(plan, method, scorer, loaded, timing, t0=t, device=device)
+            t = time.perf_counter()
+            preds = {r["index"]: r.pop("_pred", None) for r in rows}
+            writer.write(rows)
+            if cfg.save_predictions:
+                _save_predictions(plan.run_dir / "predictions" / unit, preds)
+            timing.write += time.perf_counter() - t
+            timing.episodes += len(loaded)
+            if progress:
+                progress.update(task, advance=len(loaded),
+                                miou=f"mIoU {scorer.compute().miou:5.1f}")
+            t = time.perf_counter()
+    finally:
+        writer.close()
+    return scorer
+
+
+def _run_batch(plan, method, scorer, loaded, timing, *, t0, device) -> list[dict]:
+    t1 = time.perf_counter()
+    timing.data += t1 - t0
+    ok = [le for le in loaded if le.skip_reason is None]
+    rows = {le.spec.index: {**le.spec.to_row(), "skip": le.skip_reason, "totals": None}
+            for le in loaded}
+    if ok:
+        preds = predict_batch(method, ok, plan.cfg.annotation)
+        t2 = time.perf_counter()
+        timing.predict += t2 - t1
+        labels = [torch.from_numpy(le.label).to(device) for le in ok]
+        totals = scorer.update([p.to(device) for p in preds], labels,
+                               [le.spec.class_id for le in ok],
+                               size=plan.protocol.scoring.size, ignore=plan.protocol.scoring.ignore)
+        timing.score += time.perf_counter() - t2
+        for le, tot, p in zip(ok, totals.tolist(), preds, strict=True):
+            rows[le.spec.index]["totals"] = tot
+            rows[le.spec.index]["_pred"] = p
+    return list(rows.values())
+
+
+def _save_predictions(out: Path, preds: dict[int, torch.Tensor | None]) -> None:
+    """One binary PNG (0/255) per scored episode, at the query's original size."""
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    for idx, p in preds.items():
+        if p is not None:
+            mask = (p.detach().float().cpu().numpy() >= 0.5).astype(np.uint8) * 255
+            Image.fromarray(mask, mode="L").save(out / f"{idx:05d}.png")
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run (or resume) the configured benchmark; returns the summary written to disk."""
+    from refseg_bench.summary import summarize, write_outputs
+
+    started = time.perf_counter()
+    plan = plan_run(cfg)
+    device = local_device(resolve_device(cfg.device))
+    world = init_world(device)
+    try:
+        if world.is_main:
+            records.prepare_run_dir(plan.run_dir, cfg, bool(cfg.overwrite))
+        world.barrier()
+        method = build_method(cfg)
+        method.setup(device, plan.dataset)
+        timing = Timing()
+        units = {}
+        with _progress(cfg, world) as progress:
+            for seed in plan.seeds:
+                for fold in plan.folds:
+                    scorer = evaluate_unit(plan, method, seed, fold, world, device, timing,
+                                           progress)
+                    scorer.all_reduce()
+                    units[(seed, fold)] = scorer.compute()
+        world.barrier()
+        if not world.is_main:
+            return {}
+        summary = summarize(plan, method, units, timing, device, world,
+                            elapsed=time.perf_counter() - started)
+        write_outputs(plan, summary)
+        return summary
+    finally:
+        shutdown(world)
+
+
+def _progress(cfg: DictConfig, world: World):
+    import contextlib
+
+    if not (cfg.progress and world.is_main):
+        return contextlib.nullcontext(None)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class EpisodesPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:6.1f} ep/s" if speed else "   ... ep/s")
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TaskProgressColumn(), EpisodesPerSecond(), TextColumn("{task.fields[miou]}"),
+                    TimeRemainingColumn())
