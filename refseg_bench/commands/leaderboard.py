@@ -13,30 +13,34 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
     from refseg_bench.leaderboard import write
 
     df = write(Path(args.results_dir))
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     if df.empty:
         console.print(f"no finished runs under {args.results_dir}/; run `refseg-bench run` first")
         return 0
     shown = df if not args.dataset else df[df["dataset"] == args.dataset]
-    cols = [c for c in shown.columns if c not in ("run_id", "seeds", "random_weights", "split")]
     shown = shown.dropna(axis=1, how="all")
+    if "skipped" in shown and not shown["skipped"].any():
+        shown = shown.drop(columns="skipped")
+    hidden = ("run_id", "seeds", "random_weights", "split", "scoring")
+    cols = [c for c in shown.columns if c not in hidden]
     table = Table(title="leaderboard (mIoU %)", title_justify="left")
-    cols = [c for c in cols if c in shown.columns]
     for c in cols:
-        numeric = c.startswith("fold") or c in ("mean", "fbiou")
+        numeric = c.startswith("fold") or c in ("mean", "fbiou", "seed_std")
         table.add_column(c, justify="right" if numeric else "left")
     for _, r in shown.iterrows():
-        style = "dim" if r["random_weights"] else None
-        table.add_row(*["" if (v := r[c]) is None or v != v else str(v) for c in cols], style=style)
+        cells = ["" if pd.isna(r[c]) else str(r[c]) for c in cols]
+        table.add_row(*cells, style="dim" if r["random_weights"] else None)
     console.print(table)
-    console.print(f"written: {args.results_dir}/leaderboard.csv, {args.results_dir}/leaderboard.md"
-                  " (dim rows: random weights, kept apart)")
+    console.print(f"written: {args.results_dir}/leaderboard.csv and leaderboard.md (with the "
+                  "scoring column); dim rows are on random weights, kept apart there")
     return 0
