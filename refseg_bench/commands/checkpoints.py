@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
     fetch = actions.add_parser("fetch", help="download one checkpoint",
                                description="Download NAME into the checkpoint directory, "
                                "resuming a partial .part file, then check its sha256.")
-    fetch.add_argument("name", help="catalogue name, e.g. sam_vit_h (see `refseg-bench checkpoints`)")
+    fetch.add_argument("name", help="catalogue name, e.g. sam_vit_h "
+                       "(see `refseg-bench checkpoints`)")
     fetch.add_argument("--url", help="download from this URL instead (a mirror)")
     fetch.add_argument("--dest", help="directory to download into")
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")

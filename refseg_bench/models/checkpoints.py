@@ -58,10 +58,10 @@ class CatalogueEntry:
 @lru_cache(maxsize=1)
 def catalogue() -> dict[str, CatalogueEntry]:
     """All entries of the packaged ``configs/checkpoints.yaml``, by name."""
-    import yaml
+    from omegaconf import OmegaConf
 
     text = resources.files("refseg_bench.configs").joinpath("checkpoints.yaml").read_text()
-    raw = yaml.safe_load(text)["checkpoints"]
+    raw = OmegaConf.to_container(OmegaConf.create(text), resolve=True)["checkpoints"]
     known = {f.name for f in fields(CatalogueEntry)}
     out = {}
     for name, body in raw.items():
@@ -94,7 +94,9 @@ def entry_for_file(path: str | Path) -> CatalogueEntry | None:
 def checkpoint_dir() -> Path:
     """``$REFSEG_BENCH_CHECKPOINTS`` if set, else ``~/.cache/refseg-bench/checkpoints``."""
     env = os.environ.get(CHECKPOINTS_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "refseg-bench" / "checkpoints"
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "refseg-bench" / "checkpoints"
 
 
 def resolve_checkpoint(ref: str | Path) -> tuple[Path, CatalogueEntry | None]:
@@ -224,8 +226,9 @@ def load_strict(
 
     ``strip_prefixes`` are removed first (DDP checkpoints prefix every key with
     ``module.``). A missing BatchNorm ``num_batches_tracked`` counter is not an error
-    (PyTorch fills it in for files from older releases). On a mismatch raises CheckpointError naming the first ``limit`` missing,
-    unexpected and wrongly shaped keys with their counts.
+    (PyTorch fills it in for files from older releases). On a mismatch raises
+    CheckpointError naming the first ``limit`` missing, unexpected and wrongly shaped keys
+    with their counts.
     """
     sd = remove_prefixes(state_dict, strip_prefixes)
     own = module.state_dict()

@@ -61,7 +61,8 @@ def _config_file(variant: str, version: str):
     if version not in SAM2_VERSIONS:
         raise ValueError(f"unknown SAM 2 version {version!r}; expected one of {SAM2_VERSIONS}")
     folder, stem = ("sam2.1", "sam2.1_hiera") if version == "2.1" else ("sam2", "sam2_hiera")
-    return resources.files("sam2").joinpath(f"configs/{folder}/{stem}_{SAM2_VARIANTS[variant]}.yaml")
+    name = f"configs/{folder}/{stem}_{SAM2_VARIANTS[variant]}.yaml"
+    return resources.files("sam2").joinpath(name)
 
 
 def sam2_config(variant: str, version: str = "2.1", image_size: int = 1024, *,

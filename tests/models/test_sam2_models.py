@@ -46,7 +46,8 @@ def test_512_config_sets_rope_grid_and_predictor_sizes():
     cfg = sam2_config("hiera_s", "2.0", 512)
     layer = cfg.model.memory_attention.layer
     assert cfg.model.image_size == 512
-    assert list(layer.self_attention.feat_sizes) == [32, 32] == list(layer.cross_attention.feat_sizes)
+    assert list(layer.self_attention.feat_sizes) == [32, 32]
+    assert list(layer.cross_attention.feat_sizes) == [32, 32]
     assert feature_sizes(512) == [(128, 128), (64, 64), (32, 32)]
 
 
@@ -136,3 +137,19 @@ def test_frames_of_different_sizes_are_refused():
     video = build_sam2("tiny", image_size=256, video=True)
     with pytest.raises(ValueError, match="one size"):
         init_video_state(video, [_image(100, 100), _image(100, 120)])
+
+
+@pytest.mark.slow
+def test_fssam_setting_hiera_s_2_0_at_512_image_and_video():
+    model = build_sam2("hiera_s", "2.0", image_size=512)
+    predictor = sam2_image_predictor(model)
+    predictor.set_image(_image(375, 500))
+    assert predictor._features["image_embed"].shape == (1, 256, 32, 32)
+    masks, _, _ = predictor.predict(point_coords=POINT[0], point_labels=POINT[1])
+    assert masks.shape == (3, 375, 500)
+    video = build_sam2("hiera_s", "2.0", image_size=512, video=True)
+    state = init_video_state(video, [_image(375, 500, seed=i) for i in range(2)])
+    mask = np.zeros((375, 500), bool)
+    mask[100:200, 150:300] = True
+    video.add_new_mask(state, frame_idx=0, obj_id=1, mask=mask)
+    assert len(list(video.propagate_in_video(state))) == 2
