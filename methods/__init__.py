@@ -8,3 +8,7 @@ METHODS.register("empty", "refseg_bench.methods.baselines:Empty",
                  "predicts no foreground; must score 0 (end-to-end scorer check)")
 METHODS.register("proto", "refseg_bench.methods.baselines:Prototype",
                  "weight-free baseline: colour/texture prototypes from the references")
+METHODS.register("persam", "refseg_bench.methods.persam.adapter:PerSAM",
+                 "PerSAM: training-free SAM personalisation (location prior, guided decoder)")
+METHODS.register("persam_f", "refseg_bench.methods.persam.adapter:PerSAMF",
+                 "PerSAM-F: PerSAM with two mask weights fitted on the references")

@@ -1,0 +1,179 @@
+"""The ``persam`` and ``persam_f`` adapters (``refseg_bench.methods.base.Method``).
+
+Per episode: encode the k references and the query (through the embedding cache), turn
+each reference annotation into a mask (:mod:`.references`), pool one target embedding per
+reference and average them, then run the official PerSAM / PerSAM-F inference
+(:mod:`.cascade`). PerSAM-F first fits its two mask weights on the references
+(:mod:`.finetune`). The output is the official binary mask, as 0./1. float32.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from refseg_bench.episodes import Episode, EpisodeBatch
+from refseg_bench.methods.base import Method
+from refseg_bench.methods.persam import cascade, finetune, prior
+from refseg_bench.methods.persam.loading import SamChoice, build_choice, choose_sam
+from refseg_bench.methods.persam.references import reference_mask
+from refseg_bench.methods.persam.sam_ops import ImageState, decode, image_state
+
+
+class _PerSAMBase(Method):
+    """Shared set-up: SAM choice and loading, cached encoding, reference handling.
+
+    Options (``configs/methods/persam*.yaml``): ``sam_variant`` (vit_b | vit_l | vit_h |
+    tiny), ``checkpoint`` (auto | none | catalogue name | path), ``image_size`` (SAM input,
+    1024 for official weights), ``fallback_variant`` / ``fallback_image_size`` (the random
+    SAM used when ``auto`` finds no file), ``random_seed`` (random weights),
+    ``reference_mask_value`` (the red value a reference mask is drawn with before SAM's
+    preprocessing; 128 = PerSeg's annotation colour), ``encoder_batch`` (images per encoder
+    forward; 1 = one at a time, as the official code), ``cache_mb`` (embedding cache size).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, sam_variant: str = "vit_h", checkpoint: str | None = "auto",
+                 image_size: int = 1024, fallback_variant: str = "tiny",
+                 fallback_image_size: int = 256, random_seed: int = 0,
+                 reference_mask_value: int = prior.PERSEG_FOREGROUND, encoder_batch: int = 1,
+                 cache_mb: int = 2048) -> None:
+        super().__init__(sam_variant=sam_variant, checkpoint=checkpoint, image_size=image_size,
+                         fallback_variant=fallback_variant,
+                         fallback_image_size=fallback_image_size, random_seed=random_seed,
+                         reference_mask_value=reference_mask_value,
+                         encoder_batch=encoder_batch, cache_mb=cache_mb)
+        if not 0 < int(reference_mask_value) < 256:
+            raise ValueError(f"reference_mask_value must be in 1..255, got {reference_mask_value}")
+        if int(encoder_batch) < 1:
+            raise ValueError(f"encoder_batch must be >= 1, got {encoder_batch}")
+        self.choice: SamChoice | None = None
+        self.sam = None
+
+    def setup(self, device: torch.device, dataset=None) -> None:
+        from refseg_bench.models.cache import EmbeddingCache
+
+        o = self.options
+        self.device = torch.device(device)
+        self.choice = choose_sam(o["sam_variant"], o["checkpoint"], int(o["image_size"]),
+                                 o["fallback_variant"], int(o["fallback_image_size"]))
+        self.sam = build_choice(self.choice, self.device, int(o["random_seed"]))
+        self.cache = EmbeddingCache(max_bytes=int(o["cache_mb"]) << 20)
+
+    def describe(self) -> dict:
+        from refseg_bench.models.provenance import weights_info
+
+        if self.sam is None:
+            raise RuntimeError(f"{self.name}: describe() needs setup() first (the SAM used "
+                               "is only known once its checkpoint has been looked up)")
+        info = weights_info(self.sam)
+        out = {"model": info.model, "weights": info.weights, "method": self.name,
+               "sam_fallback": self.choice.fell_back}
+        if info.checkpoint is not None:
+            out.update(checkpoint=info.checkpoint, checkpoint_sha256=info.sha256)
+        if info.note:
+            out["weights_note"] = info.note
+        return out
+
+    # ---- encoding -------------------------------------------------------------------
+    def encode(self, images: list[np.ndarray]) -> list[ImageState]:
+        """Encode ``images`` (each (H, W, 3) uint8) through the cache, at most
+        ``encoder_batch`` per encoder forward."""
+        from refseg_bench.models.cache import EncoderId
+        from refseg_bench.models.sam import encode_sam_images
+
+        if self.sam is None:
+            raise RuntimeError(f"{self.name}: call setup(device, dataset) before predict()")
+        step = int(self.options["encoder_batch"])
+        enc = EncoderId.of(self.sam, self.sam.image_encoder.img_size)
+        feats = []
+        for i in range(0, len(images), step):
+            feats += self.cache.encode_batch(images[i:i + step], enc,
+                                             lambda ims: encode_sam_images(self.sam, ims))
+        return [image_state(self.sam, f[None].to(self.device), im.shape[:2])
+                for f, im in zip(feats, images, strict=True)]
+
+    # ---- references -----------------------------------------------------------------
+    def reference_masks(self, states: list[ImageState], episode: Episode) -> list[np.ndarray]:
+        return [reference_mask(self.sam, s, a)
+                for s, a in zip(states, episode.annotations, strict=True)]
+
+    def target_embedding(self, states: list[ImageState], masks: list[np.ndarray]) -> Tensor:
+        """(C,) the per-reference embeddings (``self.pool``) averaged over references."""
+        value = int(self.options["reference_mask_value"])
+        embs = []
+        for s, m in zip(states, masks, strict=True):
+            cells = prior.reference_cells(self.sam, m, tuple(s.features.shape[-2:]), value)
+            embs.append(self.pool(prior.foreground_features(s.features, cells)))
+        return embs[0] if len(embs) == 1 else torch.stack(embs).mean(0)
+
+    @staticmethod
+    def pool(fg: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # ---- prediction -----------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, batch: EpisodeBatch) -> list[Tensor]:
+        return [self.predict_episode(ep).mask.float() for ep in batch]
+
+    def predict_episode(self, episode: Episode) -> cascade.Segmentation:
+        raise NotImplementedError
+
+
+class PerSAM(_PerSAMBase):
+    """Training-free PerSAM: mean target embedding, positive + negative point, guided
+    first decode, two cascaded refinements."""
+
+    name = "persam"
+    pool = staticmethod(prior.mean_embedding)
+
+    def predict_episode(self, episode: Episode) -> cascade.Segmentation:
+        *refs, query = self.encode([*episode.support_images, episode.query_image])
+        target = self.target_embedding(refs, self.reference_masks(refs, episode))
+        return cascade.persam_segment(self.sam, query, target)
+
+
+class PerSAMF(_PerSAMBase):
+    """PerSAM-F: PerSAM's prior with a 0.5 max + 0.5 mean embedding and one positive
+    point, plus two mask weights fitted on the references (``train_iters`` AdamW steps at
+    ``lr``, ``eps``, ``weight_decay``, cosine schedule, Dice + focal)."""
+
+    name = "persam_f"
+    pool = staticmethod(prior.max_mean_embedding)
+
+    def __init__(self, train_iters: int = 1000, lr: float = 1e-3, eps: float = 1e-4,
+                 weight_decay: float = 0.01, **options) -> None:
+        super().__init__(**options)
+        if int(train_iters) < 1:
+            raise ValueError(f"train_iters must be >= 1, got {train_iters}")
+        self.options.update(train_iters=int(train_iters), lr=float(lr), eps=float(eps),
+                            weight_decay=float(weight_decay))
+        self.last_fit: finetune.FitResult | None = None
+
+    def fit_weights(self, states: list[ImageState], masks: list[np.ndarray],
+                    target: Tensor) -> finetune.FitResult:
+        """Fit the mask weights on the references: each reference's own confidence map
+        gives its positive point; its three multimask logits are computed once."""
+        logits, targets = [], []
+        for s, m in zip(states, masks, strict=True):
+            points, labels = prior.select_points(prior.confidence_map(self.sam, s, target),
+                                                 negative=False)
+            out = decode(self.sam, s, points, labels, multimask_output=True)
+            logits.append(out.high_res.flatten(1))
+            targets.append(torch.as_tensor(m, dtype=torch.float32,
+                                           device=out.high_res.device).reshape(1, -1))
+        o = self.options
+        with torch.enable_grad():
+            return finetune.fit_mask_weights(logits, targets, o["train_iters"], o["lr"],
+                                             o["eps"], o["weight_decay"])
+
+    def predict_episode(self, episode: Episode) -> cascade.Segmentation:
+        *refs, query = self.encode([*episode.support_images, episode.query_image])
+        masks = self.reference_masks(refs, episode)
+        target = self.target_embedding(refs, masks)
+        self.last_fit = self.fit_weights(refs, masks, target)
+        return cascade.persam_f_segment(self.sam, query, target, self.last_fit.weights)

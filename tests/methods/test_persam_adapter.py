@@ -1,0 +1,130 @@
+"""The persam / persam_f adapters end to end on a tiny random SAM: every annotation kind,
+1 and 3 shots, outputs at query size in [0, 1], checkpoint fall-back and provenance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from persam_testing import scene
+
+from refseg_bench.annotations import simulate_annotation
+from refseg_bench.episodes import Annotation, Episode, EpisodeBatch, EpisodeSpec
+from refseg_bench.methods.persam import prior
+from refseg_bench.methods.persam.adapter import PerSAM, PerSAMF
+from refseg_bench.methods.persam.references import reference_mask
+from refseg_bench.registry import METHODS, load_builtin_entries
+
+TINY = dict(sam_variant="tiny", checkpoint="none", image_size=256)
+
+
+def _episode(kind: str, shot: int, seed: int = 0) -> Episode:
+    rng = np.random.default_rng(seed)
+    supports = [scene(70 + 9 * i, 96, seed + 10 + i) for i in range(shot)]
+    query, _ = scene(83, 110, seed)
+    anns = [simulate_annotation(m.astype(np.uint8), kind, rng) for _, m in supports]
+    spec = EpisodeSpec(0, 0, 1, "q", tuple(f"s{i}" for i in range(shot)), seed)
+    return Episode(spec, "blob", query, [im for im, _ in supports], anns,
+                   [m.astype(np.uint8) for _, m in supports])
+
+
+@pytest.fixture(scope="module")
+def methods():
+    out = {}
+    for cls, extra in ((PerSAM, {}), (PerSAMF, {"train_iters": 30})):
+        m = cls(**TINY, **extra)
+        m.setup(torch.device("cpu"))
+        out[cls.name] = m
+    return out
+
+
+@pytest.mark.parametrize("name", ["persam", "persam_f"])
+@pytest.mark.parametrize("kind", ["mask", "box", "point", "scribble"])
+@pytest.mark.parametrize("shot", [1, 3])
+def test_predict_returns_query_sized_probabilities(methods, name, kind, shot):
+    episodes = [_episode(kind, shot, seed) for seed in (0, 1)]
+    out = methods[name].predict(EpisodeBatch(episodes, kind))
+    assert len(out) == 2
+    for ep, pred in zip(episodes, out, strict=True):
+        assert pred.shape == ep.query_size and pred.dtype == torch.float32
+        assert pred.min() >= 0 and pred.max() <= 1
+
+
+def test_images_are_encoded_once_across_episodes(methods):
+    m = methods["persam"]
+    ep = _episode("mask", 3, seed=5)
+    m.predict(EpisodeBatch([ep], "mask"))
+    before = m.cache.stats.images_encoded
+    m.predict(EpisodeBatch([ep, ep], "mask"))
+    assert m.cache.stats.images_encoded == before
+
+
+def test_k_shot_target_is_the_mean_of_per_reference_embeddings(methods):
+    m = methods["persam"]
+    ep = _episode("mask", 3, seed=2)
+    states = m.encode(ep.support_images)
+    masks = m.reference_masks(states, ep)
+    each = [prior.mean_embedding(prior.foreground_features(
+                s.features, prior.reference_cells(m.sam, k, (16, 16))))
+            for s, k in zip(states, masks, strict=True)]
+    torch.testing.assert_close(m.target_embedding(states, masks), torch.stack(each).mean(0))
+
+
+def test_reference_masks_from_weak_annotations(methods):
+    m = methods["persam"]
+    img, mask = scene(70, 96, 4)
+    state = m.encode([img])[0]
+    rng = np.random.default_rng(0)
+    full = simulate_annotation(mask.astype(np.uint8), "mask", rng)
+    assert (reference_mask(m.sam, state, full) == mask).all()
+    for kind in ("box", "point", "scribble"):
+        ann = simulate_annotation(mask.astype(np.uint8), kind, rng)
+        ref = reference_mask(m.sam, state, ann)
+        assert ref.shape == mask.shape and ref.dtype == bool and ref.any()
+    no_points = Annotation("point", raster=mask)
+    with pytest.raises(ValueError, match="no point geometry"):
+        reference_mask(m.sam, state, no_points)
+
+
+def test_persam_f_fits_weights_that_sum_to_one(methods):
+    m = methods["persam_f"]
+    m.predict(EpisodeBatch([_episode("mask", 1, 3)], "mask"))
+    assert m.last_fit is not None and len(m.last_fit.losses) == 30
+    assert torch.isclose(m.last_fit.weights.sum(), torch.tensor(1.0), atol=1e-6)
+
+
+def test_describe_reports_random_weights(methods):
+    d = methods["persam"].describe()
+    assert d["weights"] == "random" and d["model"] == "sam/tiny@256"
+    assert d["method"] == "persam" and d["sam_fallback"] is False
+
+
+def test_auto_without_checkpoint_falls_back_loudly(tmp_path, monkeypatch):
+    monkeypatch.setenv("REFSEG_BENCH_CHECKPOINTS", str(tmp_path))
+    m = PerSAM(sam_variant="vit_h", checkpoint="auto", fallback_image_size=256)
+    with pytest.warns(RuntimeWarning, match="RANDOM tiny SAM"):
+        m.setup(torch.device("cpu"))
+    d = m.describe()
+    assert d["weights"] == "random" and d["sam_fallback"] is True
+    assert d["model"] == "sam/tiny@256"
+
+
+def test_registered_and_configured():
+    from refseg_bench.config import build_method, resolve_config
+
+    load_builtin_entries()
+    assert "persam" in METHODS and "persam_f" in METHODS
+    cfg = resolve_config(["method=persam_f"])
+    method = build_method(cfg)
+    assert isinstance(method, PerSAMF)
+    assert method.options["sam_variant"] == "vit_h" and method.options["train_iters"] == 1000
+    assert method.options["lr"] == 1e-3 and method.options["checkpoint"] == "auto"
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="sam_variant"):
+        PerSAM(sam_variant="vit_x").setup(torch.device("cpu"))
+    with pytest.raises(ValueError, match="train_iters"):
+        PerSAMF(train_iters=0)
+    with pytest.raises(RuntimeError, match="setup"):
+        PerSAM(**TINY).predict(EpisodeBatch([_episode("mask", 1)], "mask"))
