@@ -135,3 +135,25 @@ def encode_sam_images(sam, images: list[np.ndarray]) -> torch.Tensor:
         raise ValueError("encode_sam_images needs at least one image")
     batch = torch.cat([sam_input(sam, im) for im in images])
     return sam.image_encoder(batch).float()
+
+
+def set_image_cached(predictor, image: np.ndarray, cache=None) -> None:
+    """``predictor.set_image(image)`` for a ``segment_anything.SamPredictor``, taking the
+    embedding from ``cache`` (a :class:`~refseg_bench.models.cache.EmbeddingCache`) when this
+    image was encoded before by the same model; None encodes as usual. The predictor ends in
+    the same state as after ``set_image`` (RGB input)."""
+    from refseg_bench.models.cache import EncoderId
+
+    if cache is None:
+        predictor.set_image(image)
+        return
+    sam = predictor.model
+    encoder = EncoderId.of(sam, sam.image_encoder.img_size)
+    embedding = cache.get_or_compute(image, encoder, lambda im: encode_sam_images(sam, [im])[0])
+    h, w = image.shape[:2]
+    predictor.reset_image()
+    predictor.original_size = (h, w)
+    size = sam.image_encoder.img_size
+    predictor.input_size = predictor.transform.get_preprocess_shape(h, w, size)
+    predictor.features = embedding[None].to(sam.device)
+    predictor.is_image_set = True

@@ -190,3 +190,29 @@ def init_video_state(predictor, frames: list[np.ndarray], *, offload_video_to_cp
     }
     predictor._get_image_feature(state, frame_idx=0, batch_size=1)  # as init_state: warm frame 0
     return state
+
+
+def set_image_cached(predictor, image: np.ndarray, cache=None) -> None:
+    """``predictor.set_image(image)`` for a ``SAM2ImagePredictor`` (HxWx3 uint8 RGB), taking
+    the features (image embedding and high-resolution maps) from ``cache`` when this image
+    was encoded before by the same model at the same size; None encodes as usual."""
+    from refseg_bench.models.cache import EncoderId
+
+    if cache is None:
+        predictor.set_image(image)
+        return
+    encoder = EncoderId.of(predictor.model, predictor.model.image_size)
+
+    def encode(im: np.ndarray) -> dict:
+        predictor.set_image(im)
+        f = predictor._features
+        return {"image_embed": f["image_embed"][0],
+                "high_res_feats": [x[0] for x in f["high_res_feats"]]}
+
+    feats = cache.get_or_compute(image, encoder, encode)
+    device = predictor.device
+    predictor.reset_predictor()
+    predictor._orig_hw = [image.shape[:2]]
+    predictor._features = {"image_embed": feats["image_embed"][None].to(device),
+                           "high_res_feats": [x[None].to(device) for x in feats["high_res_feats"]]}
+    predictor._is_image_set = True

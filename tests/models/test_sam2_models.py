@@ -153,3 +153,16 @@ def test_fssam_setting_hiera_s_2_0_at_512_image_and_video():
     mask[100:200, 150:300] = True
     video.add_new_mask(state, frame_idx=0, obj_id=1, mask=mask)
     assert len(list(video.propagate_in_video(state))) == 2
+
+
+def test_set_image_cached_matches_set_image(tiny):
+    from refseg_bench.models.sam2_models import set_image_cached
+
+    cache, image = EmbeddingCache(), _image()
+    plain, cached = sam2_image_predictor(tiny), sam2_image_predictor(tiny)
+    plain.set_image(image)
+    kw = {"point_coords": POINT[0], "point_labels": POINT[1], "return_logits": True}
+    for _ in range(2):
+        set_image_cached(cached, image, cache)
+        np.testing.assert_allclose(cached.predict(**kw)[0], plain.predict(**kw)[0], atol=1e-5)
+    assert cache.stats.encoder_passes == 1 and cache.stats.hits == 1

@@ -75,3 +75,22 @@ def test_sam_embeddings_hit_the_cache(tiny):
     b = cache.get_or_compute(_image(), enc, lambda im: encode_sam_images(tiny, [im])[0])
     assert a is b and cache.stats.encoder_passes == 1 and cache.stats.hits == 1
     assert enc.weights.startswith("params:")  # random weights: fingerprinted by value
+
+
+def test_set_image_cached_matches_set_image(tiny):
+    from segment_anything import SamPredictor
+
+    from refseg_bench.models.cache import EmbeddingCache
+    from refseg_bench.models.sam import set_image_cached
+
+    cache, image = EmbeddingCache(), _image(300, 200)
+    plain, cached = SamPredictor(tiny), SamPredictor(tiny)
+    plain.set_image(image)
+    for _ in range(2):
+        set_image_cached(cached, image, cache)
+        assert cached.input_size == plain.input_size and cached.original_size == (300, 200)
+        torch.testing.assert_close(cached.features, plain.features, atol=1e-5, rtol=1e-5)
+        kw = {"point_coords": np.array([[50.0, 80.0]]), "point_labels": np.array([1]),
+              "return_logits": True}
+        np.testing.assert_allclose(cached.predict(**kw)[0], plain.predict(**kw)[0], atol=1e-4)
+    assert cache.stats.encoder_passes == 1 and cache.stats.hits == 1
