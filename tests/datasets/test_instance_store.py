@@ -1,0 +1,106 @@
+import json
+
+import numpy as np
+import pytest
+from replica_layouts import rect_polygon, rle_of
+
+from refseg_bench.datasets.base import DatasetError
+from refseg_bench.datasets.instances import InstanceStore, build_store
+
+H, W = 30, 40
+
+
+def _plane(y0, x0, y1, x1):
+    p = np.zeros((H, W), np.uint8)
+    p[y0:y1, x0:x1] = 1
+    return p
+
+
+def _write(path, anns, images=None, categories=None):
+    images = images if images is not None else [
+        {"id": i, "file_name": f"img{i}.jpg", "height": H, "width": W} for i in (1, 2, 3)]
+    doc = {"info": {}, "images": images, "licenses": [], "annotations": anns,
+           "categories": categories or [{"id": 1, "name": "a"}, {"id": 7, "name": "b"}]}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _ann(i, image, cat, segm, crowd=0):
+    return {"id": i, "image_id": image, "category_id": cat, "segmentation": segm,
+            "iscrowd": crowd}
+
+
+def _build(tmp_path, anns, **kw):
+    src = _write(tmp_path / "instances.json", anns, **kw)
+    dest = tmp_path / "store.sqlite"
+    summary = build_store(src, dest, lambda img: f"x/{img['file_name'][:-4]}")
+    return src, InstanceStore(dest), summary
+
+
+def test_union_per_image_and_class_from_unordered_annotations(tmp_path):
+    a, b = _plane(0, 0, 10, 10), _plane(5, 5, 15, 15)  # overlapping instances of class 1
+    crowd = _plane(20, 20, 30, 40)
+    anns = [  # interleaved across images, as in the real files
+        _ann(1, 2, 1, rect_polygon(0, 0, 10, 10)),
+        _ann(2, 1, 7, rle_of(crowd, compressed=False), crowd=1),
+        _ann(3, 2, 1, rle_of(b, compressed=True)),
+        _ann(4, 1, 1, rect_polygon(0, 0, 10, 10)),
+        _ann(5, 3, 1, [[1, 1, 2, 2]]),  # degenerate polygon: no pixel, no mask
+    ]
+    src, store, summary = _build(tmp_path, anns)
+    assert (summary.images, summary.annotations, summary.masks) == (3, 5, 3)
+    assert np.array_equal(store.mask("x/img2", 1), a | b)
+    assert np.array_equal(store.mask("x/img1", 7), crowd)  # crowd regions count
+    assert store.mask("x/img3", 1) is None and store.image_size("x/img3") == (H, W)
+    areas = {(i, c): n for i, c, n in store.areas()}
+    assert areas == {("x/img1", 1): 100, ("x/img1", 7): 200, ("x/img2", 1): int((a | b).sum())}
+    assert [c["id"] for c in store.meta()["categories"]] == [1, 7]
+    assert store.is_current(src)
+    src.write_text(src.read_text() + " ")
+    assert not store.is_current(src)  # the source changed: rebuild
+
+
+def test_pixels_shared_by_two_classes(tmp_path):
+    one, seven = _plane(0, 0, 10, 20), _plane(5, 10, 20, 30)
+    anns = [_ann(1, 1, 1, rle_of(one, True)), _ann(2, 1, 7, rle_of(seven, True))]
+    _, store, _ = _build(tmp_path, anns)
+    both = (one & seven).astype(bool)
+    ignored = store.mask("x/img1", 1, overlap="ignore")
+    assert (ignored[both] == 255).all() and np.array_equal(ignored == 1, one.astype(bool) & ~both)
+    assert np.array_equal(store.mask("x/img1", 1, overlap="union"), one)
+    clear = {(i, c): n for i, c, n in store.areas(overlap="ignore")}
+    assert clear[("x/img1", 1)] == one.sum() - both.sum()
+
+
+@pytest.mark.parametrize("ann, match", [
+    (_ann(1, 9, 1, rect_polygon(0, 0, 5, 5)), "image_id 9, which is not in 'images'"),
+    ({"id": 4, "image_id": 1, "segmentation": []}, "annotation 4 lacks a valid 'category_id'"),
+    (_ann(5, 1, 1, {"size": [3, 3], "counts": "abc"}), r"RLE size \[3, 3\] differs"),
+    (_ann(6, 1, 1, "oops"), "neither polygons nor RLE"),
+])
+def test_malformed_annotations_are_named(tmp_path, ann, match):
+    with pytest.raises(DatasetError, match=match):
+        _build(tmp_path, [ann])
+
+
+def test_missing_categories_and_bad_images(tmp_path):
+    src = tmp_path / "i.json"
+    src.write_text(json.dumps({"images": [], "annotations": []}))
+    with pytest.raises(DatasetError, match="no 'categories' list"):
+        build_store(src, tmp_path / "s.sqlite", lambda img: "x")
+    with pytest.raises(DatasetError, match="lacks a valid 'height'"):
+        _build(tmp_path, [], images=[{"id": 1, "file_name": "a.jpg", "width": 3}])
+
+
+def test_store_survives_pickling_for_workers(tmp_path):
+    import pickle
+
+    _, store, _ = _build(tmp_path, [_ann(1, 1, 1, rect_polygon(0, 0, 10, 10))])
+    assert store.mask("x/img1", 1).sum() == 100  # opens a connection
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.mask("x/img1", 1).sum() == 100
+
+
+def test_missing_store_says_how_to_build_it(tmp_path):
+    with pytest.raises(DatasetError, match="refseg-bench data prepare"):
+        InstanceStore(tmp_path / "none.sqlite").mask("x", 1)
