@@ -1,0 +1,201 @@
+"""The VRP encoder: a frozen semantic backbone, the feature augmenter and the prompt generator.
+
+Attribute names are those of the official ``VRP_encoder`` (VRP-SAM: ``model/VRP_encoder.py``)
+so official checkpoints, which hold the backbone too, load strictly: ``layer0`` ..
+``layer4`` (the frozen backbone), ``downsample_query`` (shared 1x1 reduction of the
+mid-level features), ``merge_1`` (1x1 merge of features, prototype and mask) and
+``transformer_decoder`` (the :class:`PromptGenerator`).
+
+Data flow for one support (all maps at the backbone's stride-8 grid, 64x64 for 512 input):
+
+1. frozen: mid features = cat(layer2, layer3); support layer4 is computed from
+   ``layer3 * mask``; the pseudo mask is, per query location, the max cosine similarity to
+   the masked support layer4 features;
+2. learnable: both mid features go through ``downsample_query``; the prototype is the
+   masked average of the reduced support features; ``merge_1`` maps
+   [feature, prototype tiled, 10 x mask] to ``hidden_dim`` (the pseudo mask on the query
+   side);
+3. the prompt generator turns the two merged maps into ``num_queries`` tokens for SAM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from refseg_bench.methods.vrpsam.prompt_generator import PromptGenerator
+
+BACKBONE_LAYERS = ("layer0", "layer1", "layer2", "layer3", "layer4")
+MASK_SCALE = 10.0  # the mask channel enters merge_1 multiplied by 10 (official constant)
+AREA_EPS = 5e-4  # added to the mask area in masked average pooling (official constant)
+COSINE_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class BackboneChannels:
+    """Output channels of ``layer2``, ``layer3`` and ``layer4`` (ResNet-50: 512, 1024, 2048)."""
+
+    layer2: int
+    layer3: int
+    layer4: int
+
+    @property
+    def mid(self) -> int:
+        return self.layer2 + self.layer3
+
+
+@dataclass
+class FrozenFeatures:
+    """Backbone outputs for a batch of (query, support) pairs, computed without gradient.
+
+    ``query_mid``/``support_mid``: ``(B, C2 + C3, h, w)``; ``mask``: ``(B, 1, h, w)`` float 0/1
+    (the support annotation nearest-resized to the grid); ``pseudo``: ``(B, 1, h, w)`` in
+    [-1, 1] (max cosine similarity, not min-max normalised).
+    """
+
+    query_mid: torch.Tensor
+    support_mid: torch.Tensor
+    mask: torch.Tensor
+    pseudo: torch.Tensor
+
+
+def masked_average(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, C, h, w)`` features, ``(B, 1, h, w)`` mask -> ``(B, C, 1, 1)`` prototype:
+    sum(features * mask) / (sum(mask) + 5e-4)."""
+    area = mask.sum(dim=(2, 3), keepdim=True) + AREA_EPS
+    return (features * mask).sum(dim=(2, 3), keepdim=True) / area
+
+
+def pseudo_mask(support_high: torch.Tensor, query_high: torch.Tensor, mask: torch.Tensor
+                ) -> torch.Tensor:
+    """Per query location, the max cosine similarity to any masked support location.
+
+    ``support_high``/``query_high``: ``(B, C, h, w)`` layer4 features; ``mask``: ``(B, 1, h', w')``
+    (bilinearly resized to ``h x w`` first). Returns ``(B, 1, h, w)``.
+    """
+    b, _, h, w = query_high.shape
+    mask = F.interpolate(mask, size=support_high.shape[-2:], mode="bilinear", align_corners=True)
+    s = (support_high * mask).flatten(2).transpose(1, 2)  # (B, HWs, C)
+    q = query_high.flatten(2)  # (B, C, HWq)
+    norms = s.norm(dim=2, keepdim=True) @ q.norm(dim=1, keepdim=True)  # (B, HWs, HWq)
+    similarity = (s @ q) / (norms + COSINE_EPS)
+    return similarity.max(dim=1).values.reshape(b, 1, h, w)
+
+
+class VRPEncoder(nn.Module):
+    """Visual reference prompt encoder over a frozen backbone.
+
+    ``backbone`` must expose ``layer0`` .. ``layer4`` (ResNet-50 v2, VGG-16 or a tiny
+    variant from ``refseg_bench.models.backbones``); they are adopted as attributes of this
+    module (hence the official ``layer0.*`` keys) and frozen. ``hidden_dim`` must equal SAM's
+    prompt embedding width (256 for official SAM).
+    """
+
+    def __init__(self, backbone: nn.Module, channels: BackboneChannels, *, hidden_dim: int = 256,
+                 num_queries: int = 50, heads: int = 4, dropout: float = 0.5) -> None:
+        super().__init__()
+        for name in BACKBONE_LAYERS:
+            layer = getattr(backbone, name, None)
+            if layer is None:
+                raise ValueError(f"backbone {type(backbone).__name__} has no {name}; expected "
+                                 f"modules {', '.join(BACKBONE_LAYERS)}")
+            setattr(self, name, layer)
+        self.channels = channels
+        self.hidden_dim = hidden_dim
+        self.num_queries = num_queries
+        self.downsample_query = nn.Sequential(
+            nn.Conv2d(channels.mid, hidden_dim, kernel_size=1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(p=dropout),
+        )
+        self.merge_1 = nn.Sequential(
+            nn.Conv2d(2 * hidden_dim + 1, hidden_dim, kernel_size=1, bias=False),
+            nn.ReLU(inplace=True),
+        )
+        self.transformer_decoder = PromptGenerator(hidden_dim, num_queries, heads)
+        for p in self.backbone_parameters():
+            p.requires_grad_(False)
+        self.train(False)
+
+    # --- parameters and modes ------------------------------------------------------------
+    def backbone_parameters(self):
+        for name in BACKBONE_LAYERS:
+            yield from getattr(self, name).parameters()
+
+    def learnable_modules(self) -> dict[str, nn.Module]:
+        """The trained parts, by attribute name (the optimiser's three parameter groups)."""
+        return {"transformer_decoder": self.transformer_decoder,
+                "downsample_query": self.downsample_query, "merge_1": self.merge_1}
+
+    def learnable_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.learnable_modules().values() for p in m.parameters()]
+
+    def train(self, mode: bool = True) -> VRPEncoder:
+        """Training mode for the learnable parts only: the backbone stays in eval mode
+        (frozen batch-norm statistics), as the official ``train_mode``."""
+        super().train(mode)
+        for name in BACKBONE_LAYERS:
+            getattr(self, name).eval()
+        return self
+
+    # --- forward ------------------------------------------------------------------------
+    @torch.no_grad()
+    def frozen_features(self, query: torch.Tensor, support: torch.Tensor,
+                        support_mask: torch.Tensor) -> FrozenFeatures:
+        """``query``/``support``: ``(B, 3, S, S)`` ImageNet-normalised images;
+        ``support_mask``: ``(B, S, S)`` 0/1 annotation raster. See :class:`FrozenFeatures`."""
+        q = self._stages(query)
+        s = self._stages(support, stop=3)
+        grid = s[3].shape[-2:]
+        mask = F.interpolate(support_mask[:, None].float(), size=grid, mode="nearest")
+        support_high = self.layer4(s[3] * mask)
+        return FrozenFeatures(
+            query_mid=self._mid(q[2], q[3]),
+            support_mid=self._mid(s[2], s[3]),
+            mask=mask,
+            pseudo=self._to_grid(pseudo_mask(support_high, q[4], mask), grid),
+        )
+
+    def _stages(self, x: torch.Tensor, stop: int = 4) -> list[torch.Tensor]:
+        outs = []
+        for name in BACKBONE_LAYERS[: stop + 1]:
+            x = getattr(self, name)(x)
+            outs.append(x)
+        return outs
+
+    @staticmethod
+    def _to_grid(x: torch.Tensor, grid) -> torch.Tensor:
+        # ResNet v2 keeps layer2..4 at one stride; VGG's layer2 is twice as large.
+        if tuple(x.shape[-2:]) == tuple(grid):
+            return x
+        return F.interpolate(x, size=grid, mode="bilinear", align_corners=True)
+
+    def _mid(self, f2: torch.Tensor, f3: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self._to_grid(f2, f3.shape[-2:]), f3], dim=1)
+
+    def prompts_from_features(self, feats: FrozenFeatures) -> torch.Tensor:
+        """The learnable part: ``(B, num_queries, hidden_dim)`` prompt tokens."""
+        query = self.downsample_query(feats.query_mid)
+        support = self.downsample_query(feats.support_mid)
+        prototype = masked_average(support, feats.mask).expand_as(support)
+        support = self.merge_1(torch.cat([support, prototype, feats.mask * MASK_SCALE], dim=1))
+        query = self.merge_1(torch.cat([query, prototype, feats.pseudo * MASK_SCALE], dim=1))
+        return self.transformer_decoder(query, support)
+
+    def forward(self, query: torch.Tensor, support: torch.Tensor, support_mask: torch.Tensor
+                ) -> torch.Tensor:
+        """One support per query: ``(B, 3, S, S)``, ``(B, 3, S, S)``, ``(B, S, S)`` ->
+        ``(B, num_queries, hidden_dim)``. k-shot: call once per support and concatenate the
+        tokens (``encode_shots``)."""
+        return self.prompts_from_features(self.frozen_features(query, support, support_mask))
+
+    def encode_shots(self, query: torch.Tensor, supports: torch.Tensor, masks: torch.Tensor
+                     ) -> torch.Tensor:
+        """k-shot: ``supports`` ``(B, k, 3, S, S)``, ``masks`` ``(B, k, S, S)`` ->
+        ``(B, k * num_queries, hidden_dim)``, the prompt sets of each support concatenated
+        in support order (the official ``predict_mask_nshot``)."""
+        sets = [self(query, supports[:, i], masks[:, i]) for i in range(supports.shape[1])]
+        return torch.cat(sets, dim=1)

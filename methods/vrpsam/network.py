@@ -1,0 +1,78 @@
+"""VRP encoder + frozen SAM as one callable: episode tensors in, mask logits out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from refseg_bench.methods.vrpsam.encoder import VRPEncoder
+from refseg_bench.methods.vrpsam.inputs import EpisodeTensors, image_tensor, logits_to_size
+from refseg_bench.methods.vrpsam.sam_head import decode_masks, encode_images
+from refseg_bench.models.cache import EmbeddingCache, EncoderId
+
+
+class VRPSAMNet:
+    """The trainable encoder and frozen SAM of one model configuration.
+
+    ``image_size`` is the square input of the encoder (512 officially); SAM sees the same
+    normalised image stretched to its own input size.
+    """
+
+    def __init__(self, encoder: VRPEncoder, sam, image_size: int,
+                 cache: EmbeddingCache | None = None, prompt_scale: float = 1.0,
+                 logit_scale: float = 1.0) -> None:
+        if encoder.hidden_dim != sam.prompt_encoder.embed_dim:
+            raise ValueError(f"encoder hidden_dim {encoder.hidden_dim} must equal SAM's prompt "
+                             f"width {sam.prompt_encoder.embed_dim}")
+        self.encoder, self.sam, self.image_size = encoder, sam, image_size
+        # Both 1 except for random SAM stand-ins (see ModelSpec).
+        self.prompt_scale, self.logit_scale = prompt_scale, logit_scale
+        for p in sam.parameters():
+            p.requires_grad_(False)
+        sam.eval()
+        self.cache = cache if cache is not None else EmbeddingCache()
+        # VRP-SAM stretches its own S x S input: not SAM's standard padded preprocessing.
+        self.encoder_id = EncoderId.of(sam, (image_size, sam.image_encoder.img_size),
+                                       model=f"{_sam_name(sam)}+vrpsam-stretch")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.sam.parameters()).device
+
+    def embeddings(self, query: torch.Tensor, images: Sequence[np.ndarray] | None = None
+                   ) -> torch.Tensor:
+        """``(B, 3, S, S)`` -> ``(B, C, h, w)`` SAM image embeddings. With the raw query
+        ``images`` given, embeddings come from the cache (keyed by image content).
+
+        An entry cached under ``inference_mode`` is cloned before use with autograd."""
+        if images is None:
+            return encode_images(self.sam, query)
+
+        def encode(missing: list[np.ndarray]) -> torch.Tensor:
+            x = torch.stack([image_tensor(im, self.image_size) for im in missing])
+            return encode_images(self.sam, x.to(self.device))
+
+        out = torch.stack(self.cache.encode_batch(images, self.encoder_id, encode))
+        if torch.is_inference(out) and not torch.is_inference_mode_enabled():
+            out = out.clone()
+        return out.to(self.device)
+
+    def logits(self, batch: EpisodeTensors, images: Sequence[np.ndarray] | None = None
+               ) -> torch.Tensor:
+        """Mask logits ``(B, 1, S, S)`` at the encoder input size (the loss resolution);
+        ``images``: the raw query images, to use the embedding cache."""
+        prompts = self.encoder.encode_shots(batch.query, batch.supports, batch.masks)
+        low = decode_masks(self.sam, self.embeddings(batch.query, images),
+                           prompts * self.prompt_scale)
+        return logits_to_size(low * self.logit_scale, (self.image_size, self.image_size))
+
+
+def _sam_name(sam) -> str:
+    from refseg_bench.models.provenance import weights_info
+
+    try:
+        return weights_info(sam).model
+    except ValueError:  # a SAM not built by refseg_bench.models (tests may assemble one)
+        return f"sam/{type(sam.image_encoder).__name__}"
