@@ -35,6 +35,7 @@ class Fss1000(ListedDataset):
     name = "fss1000"
     n_folds = 1
     default_protocol = "hsnet"
+    default_split = "test"  # published FSS-1000 numbers are on the 240 test classes
     layout = LAYOUT
     available_splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
     split_alias: ClassVar[dict[str, str]] = {}

@@ -31,7 +31,7 @@ class RunConfig:
     dataset: str = "synthetic"
     protocol: str | None = None  # None: the dataset's default protocol
     fold: Any = "all"  # an int, a list of ints, or "all"
-    split: str = "val"
+    split: str | None = None  # None: the dataset's evaluation split (FSS-1000: test)
     shot: int = 1
     annotation: str = "mask"
     episodes: int | None = None  # None: the protocol's count
@@ -103,7 +103,7 @@ def validate(cfg: DictConfig) -> None:
         if cfg.protocol not in protocol_names():
             raise UnknownNameError(f"unknown protocol {cfg.protocol!r}. Known protocols: "
                                    f"{', '.join(protocol_names())}")
-    if cfg.split not in ("train", "val", "test"):
+    if cfg.split is not None and cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test; got {cfg.split!r}")
 
 

@@ -57,7 +57,9 @@ class Timing:
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:
-    name = cfg.protocol or DATASETS.get(cfg.dataset).default_protocol
+    dataset_cls = DATASETS.get(cfg.dataset)
+    name = cfg.protocol or dataset_cls.default_protocol
+    cfg.split = cfg.split or dataset_cls.default_split  # recorded like the protocol
     protocol = load_protocol(name).for_dataset(cfg.dataset).with_overrides(
         OmegaConf.to_container(cfg.protocol_args, resolve=True) or {})
     dataset = build_dataset(cfg, protocol.dataset_args)
