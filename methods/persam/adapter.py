@@ -167,7 +167,11 @@ class PerSAMF(_PerSAMBase):
             targets.append(torch.as_tensor(m, dtype=torch.float32,
                                            device=out.high_res.device).reshape(1, -1))
         o = self.options
-        with torch.enable_grad():
+        # The runner predicts under inference mode; fitting needs autograd, and tensors
+        # made in inference mode cannot be saved for backward, hence the clones.
+        with torch.inference_mode(False), torch.enable_grad():
+            logits = [t.clone() for t in logits]
+            targets = [t.clone() for t in targets]
             return finetune.fit_mask_weights(logits, targets, o["train_iters"], o["lr"],
                                              o["eps"], o["weight_decay"])
 

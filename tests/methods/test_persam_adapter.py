@@ -93,6 +93,14 @@ def test_persam_f_fits_weights_that_sum_to_one(methods):
     assert torch.isclose(m.last_fit.weights.sum(), torch.tensor(1.0), atol=1e-6)
 
 
+def test_persam_f_fits_under_inference_mode(methods):
+    """The runner predicts under ``torch.inference_mode()``; fitting must still work."""
+    with torch.inference_mode():
+        out = methods["persam_f"].predict(EpisodeBatch([_episode("box", 1, 4)], "box"))
+    assert out[0].shape == (83, 110)
+    assert len(set(methods["persam_f"].last_fit.losses)) > 1
+
+
 def test_describe_reports_random_weights(methods):
     d = methods["persam"].describe()
     assert d["weights"] == "random" and d["model"] == "sam/tiny@256"
@@ -107,6 +115,31 @@ def test_auto_without_checkpoint_falls_back_loudly(tmp_path, monkeypatch):
     d = m.describe()
     assert d["weights"] == "random" and d["sam_fallback"] is True
     assert d["model"] == "sam/tiny@256"
+
+
+def test_auto_uses_the_catalogue_file_when_present(tmp_path, monkeypatch):
+    from refseg_bench.methods.persam.loading import choose_sam
+    from refseg_bench.models.checkpoints import catalogue_entry
+
+    monkeypatch.setenv("REFSEG_BENCH_CHECKPOINTS", str(tmp_path))
+    (tmp_path / catalogue_entry("sam_vit_h").file_name).write_bytes(b"")
+    choice = choose_sam("vit_h", "auto", 1024, "tiny", 256)
+    assert (choice.variant, choice.image_size, choice.checkpoint) == ("vit_h", 1024, "sam_vit_h")
+    assert not choice.fell_back
+
+
+def test_checkpoint_file_is_loaded_and_described(tmp_path):
+    from persam_testing import tiny_sam
+
+    path = tmp_path / "tiny_sam.pth"
+    torch.save(tiny_sam(seed=7).state_dict(), path)
+    m = PerSAM(sam_variant="tiny", checkpoint=str(path), image_size=256)
+    m.setup(torch.device("cpu"))
+    d = m.describe()
+    assert d["weights"] == "unverified" and d["checkpoint"] == str(path)
+    assert len(d["checkpoint_sha256"]) == 64
+    ref = tiny_sam(seed=7).state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in m.sam.state_dict().items())
 
 
 def test_registered_and_configured():

@@ -38,7 +38,7 @@ def test_fitting_lowers_the_loss_and_keeps_the_sum():
     logits, target = _problem()
     fit = fit_mask_weights([logits], [target], iterations=200)
     assert len(fit.losses) == 200
-    assert fit.losses[-1] < 0.7 * fit.losses[0]
+    assert fit.losses[-1] < 0.8 * fit.losses[0]
     assert torch.isclose(fit.weights.sum(), torch.tensor(1.0), atol=1e-6)
     assert fit.weights[2] > fit.weights[0] and fit.weights[2] > fit.weights[1]
     fused = weighted_logits(logits, fit.weights)[None]
