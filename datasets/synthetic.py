@@ -165,8 +165,8 @@ class SyntheticDataset(FoldedDataset):
     n_folds = 4
     default_protocol = "hsnet"
 
-    def __init__(self, root: str | Path, n_per_class: int = N_PER_CLASS, **options) -> None:
-        super().__init__(root, **options)
+    def __init__(self, root: str | Path, n_per_class: int = N_PER_CLASS) -> None:
+        super().__init__(root, n_per_class=n_per_class)
         if n_per_class < 2:
             raise DatasetError(f"n_per_class must be >= 2 (a query plus a support), got "
                                f"{n_per_class}")

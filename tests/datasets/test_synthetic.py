@@ -131,6 +131,14 @@ def test_describe_and_errors(ds):
         ds.classes(4, "val")
 
 
+def test_bad_options_fail_before_generating(tmp_path):
+    with pytest.raises(TypeError):
+        SyntheticDataset(tmp_path, n_per_clas=5)
+    with pytest.raises(DatasetError, match="n_per_class must be >= 2"):
+        SyntheticDataset(tmp_path, n_per_class=1)
+    assert not any(tmp_path.iterdir())
+
+
 def test_schedule_balances_classes():
     plan = schedule(7, np.random.default_rng(0))
     counts = np.bincount([c for img in plan for c in img], minlength=21)[1:]
