@@ -92,6 +92,7 @@ def generate(target: Path, n_per_class: int = N_PER_CLASS) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the renamed dataset must be readable
         (tmp / "JPEGImages").mkdir()
         (tmp / "SegmentationClass").mkdir()
         (tmp / "ImageSets" / "Segmentation").mkdir(parents=True)

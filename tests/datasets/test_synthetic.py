@@ -174,6 +174,7 @@ def test_generation_is_deterministic(tmp_path, small_root):
     a = SyntheticDataset(small_root, n_per_class=SMALL)
     b = SyntheticDataset(tmp_path, n_per_class=SMALL)
     assert _snapshot(small_root) == _snapshot(tmp_path)
+    assert b.data_dir.stat().st_mode & 0o755 == 0o755  # readable by others, like its files
     assert a.items(0, "val", 3) == b.items(0, "val", 3)
     item = a.query_items(0, "val")[0]
     np.testing.assert_array_equal(a.load_image(item), b.load_image(item))
