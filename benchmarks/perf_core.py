@@ -34,8 +34,9 @@ PASCAL_SIZES = [(375, 500), (500, 375), (333, 500), (500, 333), (366, 500), (500
 class Row:
     section: str
     case: str
-    episodes_per_s: float
-    speedup: float | None = None  # against the section's baseline row, if any
+    episodes_per_s: float  # wall clock
+    cpu_us_per_episode: float  # process CPU time, all threads: unaffected by waiting
+    speedup: float | None = None  # wall clock, against the section's baseline row
 
 
 def make_episodes(n: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -65,15 +66,17 @@ def make_episodes(n: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Ten
     return preds, labels
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls, in seconds (after one warm-up call)."""
+def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Best wall and best process CPU time of ``repeats`` calls, in seconds (after one
+    warm-up call)."""
     fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return min(wall), min(cpu)
 
 
 def _batched(preds, labels, batch: int, size: int | None) -> np.ndarray:
@@ -89,28 +92,32 @@ def scorer_section(args: argparse.Namespace) -> list[Row]:
     for size in (None, args.size):
         where = "original size" if size is None else f"size={size}"
         expected = reference_episode_totals(preds, labels, size=size)
-        ref_s = best_time(lambda s=size: reference_episode_totals(preds[:n_ref], labels[:n_ref],
-                                                                  size=s), args.repeats)
+        ref_s, ref_cpu = best_time(lambda s=size: reference_episode_totals(
+            preds[:n_ref], labels[:n_ref], size=s), args.repeats)
         ref_rate = n_ref / ref_s
-        rows.append(Row("scorer", f"numpy reference, per episode, {where}", ref_rate))
+        rows.append(Row("scorer", f"numpy reference, per episode, {where}", ref_rate,
+                        1e6 * ref_cpu / n_ref))
         for batch in args.batch_sizes:
             got = _batched(preds, labels, batch, size)
             if not np.array_equal(got, expected):
                 raise AssertionError(f"torch scorer differs from the reference ({where}, "
                                      f"batch {batch})")
-            sec = best_time(lambda b=batch, s=size: _batched(preds, labels, b, s), args.repeats)
+            sec, cpu = best_time(lambda b=batch, s=size: _batched(preds, labels, b, s),
+                                 args.repeats)
             rate = args.episodes / sec
             rows.append(Row("scorer", f"torch batched, batch {batch}, {where}", rate,
-                            rate / ref_rate))
+                            1e6 * cpu / args.episodes, rate / ref_rate))
     return rows
 
 
 def print_table(rows: list[Row]) -> None:
     width = max(len(r.case) for r in rows)
-    print(f"{'section':10s} {'case':{width}s} {'episodes/s':>11s} {'speed-up':>9s}")
+    print(f"{'section':10s} {'case':{width}s} {'episodes/s':>11s} {'speed-up':>9s} "
+          f"{'cpu us/episode':>15s}")
     for r in rows:
         speedup = f"{r.speedup:8.1f}x" if r.speedup is not None else ""
-        print(f"{r.section:10s} {r.case:{width}s} {r.episodes_per_s:11.0f} {speedup:>9s}")
+        print(f"{r.section:10s} {r.case:{width}s} {r.episodes_per_s:11.0f} {speedup:>9s} "
+              f"{r.cpu_us_per_episode:15.0f}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

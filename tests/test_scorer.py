@@ -31,7 +31,7 @@ def _episodes(n=24, seed=0, kind="prob", max_side=90):
 @pytest.mark.parametrize("size", [None, 17, 64])
 @pytest.mark.parametrize("ignore", [True, False])
 def test_matches_numpy_reference(kind, size, ignore):
-    preds, labels = _episodes(kind=kind, seed=hash((kind, size, ignore)) % 1000)
+    preds, labels = _episodes(kind=kind, seed=len(kind) * 100 + (size or 0) + ignore)
     got = episode_totals(preds, labels, size=size, ignore=ignore)
     assert got.dtype == torch.int64 and got.shape == (len(preds), 4)
     np.testing.assert_array_equal(
