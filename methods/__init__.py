@@ -12,3 +12,5 @@ METHODS.register("persam", "refseg_bench.methods.persam.adapter:PerSAM",
                  "PerSAM: training-free SAM personalisation (location prior, guided decoder)")
 METHODS.register("persam_f", "refseg_bench.methods.persam.adapter:PerSAMF",
                  "PerSAM-F: PerSAM with two mask weights fitted on the references")
+METHODS.register("vrpsam", "refseg_bench.methods.vrpsam.adapter:VRPSAM",
+                 "VRP-SAM: trained visual reference prompt encoder in front of a frozen SAM")

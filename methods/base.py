@@ -43,6 +43,21 @@ class Method(ABC):
         query labels (only ``oracle`` does, by definition)."""
         self.device = device
 
+    def fit(self, dataset: FoldedDataset, fold: int, *, annotation: str,
+            device: torch.device, progress: bool = True) -> dict:
+        """Train on the base classes of ``fold`` (``dataset.classes(fold, "train")``, the
+        ``train`` split only: a novel class must never be foreground in training) for
+        reference annotations of kind ``annotation``, and write the checkpoint where
+        ``setup``/``predict`` will find it. Resumes an interrupted training run.
+
+        Returns a JSON-ready summary: at least ``checkpoint`` (path) and ``sha256``.
+        Methods without a training step keep this default, which raises.
+        """
+        raise NotImplementedError(
+            f"method {self.name!r} has no training step: it is weight-free or uses released "
+            "weights, so there is nothing to train. `refseg-bench train` applies only to "
+            "methods that define fit().")
+
     @abstractmethod
     def predict(self, batch: EpisodeBatch) -> list[torch.Tensor]:
         """One ``(H, W)`` float tensor per episode: the foreground probability in [0, 1]

@@ -27,6 +27,7 @@ class VRPSAMNet:
             raise ValueError(f"encoder hidden_dim {encoder.hidden_dim} must equal SAM's prompt "
                              f"width {sam.prompt_encoder.embed_dim}")
         self.encoder, self.sam, self.image_size = encoder, sam, image_size
+        self.backbone_info = None  # WeightsInfo of the backbone, set by build_net
         # Both 1 except for random SAM stand-ins (see ModelSpec).
         self.prompt_scale, self.logit_scale = prompt_scale, logit_scale
         for p in sam.parameters():

@@ -1,0 +1,132 @@
+"""The VRP encoder: official parameter counts, official state-dict keys, strict loading."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from refseg_bench.errors import CheckpointError
+from refseg_bench.methods.vrpsam import store
+from refseg_bench.methods.vrpsam.build import backbone_channels
+from refseg_bench.methods.vrpsam.encoder import (
+    BACKBONE_LAYERS,
+    VRPEncoder,
+    masked_average,
+    pseudo_mask,
+)
+from refseg_bench.methods.vrpsam.prompt_generator import sine_position_encoding
+from refseg_bench.models.backbones import build_cnn_backbone
+from refseg_bench.models.checkpoints import load_strict
+
+# VRP-SAM's training log (logs/trn1_coco_mask_fold0.log), counted over state-dict entries
+# by Logger.log_params: "Backbone # param.: 23685367", "Learnable # param.: 1592064".
+OFFICIAL_BACKBONE_ENTRIES = 23_685_367
+OFFICIAL_LEARNABLE = 1_592_064
+
+
+def _official_learnable_keys(d: int = 256, queries: int = 50, mid: int = 1536) -> dict:
+    """The non-backbone keys of an official checkpoint and their shapes, written out from
+    the official module definitions (VRP_encoder.py, transformer_decoder.py)."""
+    keys = {"downsample_query.0.weight": (d, mid, 1, 1),
+            "merge_1.0.weight": (d, 2 * d + 1, 1, 1),
+            "transformer_decoder.supp_q_feat.weight": (queries, d)}
+    for group, attn in (("transformer_cross_attention_layers_0", "multihead_attn"),
+                        ("transformer_self_attention_layers_0", "self_attn"),
+                        ("transformer_cross_attention_layers", "multihead_attn"),
+                        ("transformer_self_attention_layers", "self_attn")):
+        p = f"transformer_decoder.{group}.0"
+        keys |= {f"{p}.{attn}.in_proj_weight": (3 * d, d), f"{p}.{attn}.in_proj_bias": (3 * d,),
+                 f"{p}.{attn}.out_proj.weight": (d, d), f"{p}.{attn}.out_proj.bias": (d,),
+                 f"{p}.norm.weight": (d,), f"{p}.norm.bias": (d,)}
+    return keys
+
+
+@pytest.fixture(scope="module")
+def real_encoder() -> VRPEncoder:
+    backbone = build_cnn_backbone("resnet50_v2")  # random weights: only shapes matter here
+    return VRPEncoder(backbone, backbone_channels(backbone))
+
+
+def _is_backbone(key: str) -> bool:
+    return key.split(".")[0] in BACKBONE_LAYERS
+
+
+def test_real_size_parameter_counts_match_the_official_log(real_encoder):
+    trainable = sum(p.numel() for p in real_encoder.parameters() if p.requires_grad)
+    assert trainable == OFFICIAL_LEARNABLE
+    assert sum(p.numel() for p in real_encoder.learnable_parameters()) == OFFICIAL_LEARNABLE
+    sd = real_encoder.state_dict()
+    assert sum(v.numel() for k, v in sd.items() if _is_backbone(k)) == OFFICIAL_BACKBONE_ENTRIES
+    assert sum(v.numel() for k, v in sd.items() if not _is_backbone(k)) == OFFICIAL_LEARNABLE
+
+
+def test_learnable_keys_and_shapes_are_the_official_ones(real_encoder):
+    ours = {k: tuple(v.shape) for k, v in real_encoder.state_dict().items() if not _is_backbone(k)}
+    assert ours == _official_learnable_keys()
+    assert "layer0.0.weight" in real_encoder.state_dict()  # deep stem conv1, official name
+
+
+@pytest.mark.parametrize("prefix", ["module.", ""])
+def test_official_format_state_dict_loads_strictly(real_encoder, prefix):
+    gen = torch.Generator().manual_seed(0)
+    official = {prefix + k: torch.randn(v.shape, generator=gen).to(v.dtype)
+                for k, v in real_encoder.state_dict().items()}
+    load_strict(real_encoder, official)  # overwrites values only; other tests count shapes
+    for k, v in real_encoder.state_dict().items():
+        assert torch.equal(v, official[prefix + k]), k
+
+
+def test_file_round_trip_and_key_mismatch_is_named(tmp_path):
+    backbone = build_cnn_backbone("resnet_v2_tiny")
+    enc = VRPEncoder(backbone, backbone_channels(backbone), hidden_dim=64)
+    path = tmp_path / "vrp.pt"
+    store.save_encoder(enc, path)
+    saved = torch.load(path, weights_only=True)
+    assert all(k.startswith("module.") for k in saved)
+    other = VRPEncoder(build_cnn_backbone("resnet_v2_tiny"), backbone_channels(backbone),
+                       hidden_dim=64)
+    assert len(store.load_encoder(other, path)) == 64
+    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(),
+                                                 other.state_dict().values(), strict=True))
+    del saved["module.merge_1.0.weight"]
+    saved["module.extra.weight"] = torch.zeros(1)
+    torch.save(saved, path)
+    with pytest.raises(CheckpointError, match=r"merge_1\.0\.weight.*extra\.weight"):
+        store.load_encoder(other, path)
+
+
+def test_backbone_is_frozen_and_stays_in_eval_mode():
+    backbone = build_cnn_backbone("resnet_v2_tiny")
+    enc = VRPEncoder(backbone, backbone_channels(backbone), hidden_dim=64).train()
+    assert enc.downsample_query.training and enc.transformer_decoder.training
+    assert not any(getattr(enc, n).training for n in BACKBONE_LAYERS)
+    assert not any(p.requires_grad for p in enc.backbone_parameters())
+
+
+def test_masked_average_and_pseudo_mask():
+    feats = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[:, :, 1, 2] = 1
+    proto = masked_average(feats, mask)
+    assert torch.allclose(proto[..., 0, 0], feats[:, :, 1, 2] / (1 + 5e-4))
+    # A query identical to the support: every location whose feature equals a masked
+    # support feature up to scale has similarity 1.
+    high = torch.rand(2, 8, 4, 4) + 0.1
+    sim = pseudo_mask(high, high, torch.ones(2, 1, 4, 4))
+    assert sim.shape == (2, 1, 4, 4) and torch.allclose(sim, torch.ones_like(sim), atol=1e-5)
+    assert pseudo_mask(high, high, torch.zeros(2, 1, 4, 4)).abs().max() == 0
+
+
+def test_sine_position_encoding_follows_detr():
+    pos = sine_position_encoding(3, 5, 8, torch.device("cpu"))
+    assert pos.shape == (15, 8)
+    # Row 0, column 0: y = x = 1 / (n + 1e-6) * 2 pi; channel 0 is sin(y), channel 1 cos(y),
+    # channel 4 is sin(x); frequencies are 10000^(2 floor(i/2) / 4).
+    y, x = 2 * math.pi / 3, 2 * math.pi / 5
+    assert pos[0, 0] == pytest.approx(math.sin(y), abs=1e-5)
+    assert pos[0, 1] == pytest.approx(math.cos(y), abs=1e-5)
+    assert pos[0, 2] == pytest.approx(math.sin(y / 100), abs=1e-5)
+    assert pos[0, 4] == pytest.approx(math.sin(x), abs=1e-5)
+    assert pos[14, 4] == pytest.approx(math.sin(2 * math.pi), abs=1e-4)

@@ -1,0 +1,92 @@
+"""VRP-SAM inference at tiny size: shapes for every annotation and shot, batched decoding,
+input conversion, per-fold checkpoints and provenance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from vrpsam_testing import ListDataset, tiny_method, val_batch
+
+from refseg_bench.episodes import Annotation
+from refseg_bench.errors import CheckpointError
+from refseg_bench.methods.vrpsam.inputs import annotation_tensor
+from refseg_bench.methods.vrpsam.sam_head import decode_masks, decode_masks_loop
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    return tiny_method(tmp_path_factory.mktemp("ckpt"), untrained=True)
+
+
+@pytest.mark.parametrize("annotation", ["mask", "box", "point", "scribble"])
+@pytest.mark.parametrize("shot", [1, 3])
+def test_predict_shapes_for_every_annotation_and_shot(untrained, annotation, shot):
+    batch = val_batch(untrained.dataset, fold=1, shot=shot, annotation=annotation)
+    with torch.inference_mode():
+        preds = untrained.predict(batch)
+    assert len(preds) == len(batch)
+    for p, e in zip(preds, batch.episodes, strict=True):
+        assert p.shape == e.query_size and p.dtype == torch.float32
+        assert 0 <= float(p.min()) and float(p.max()) <= 1
+
+
+def test_k_shot_concatenates_the_prompt_sets(untrained):
+    batch = val_batch(untrained.dataset, fold=0, shot=3, annotation="mask", n=2)
+    from refseg_bench.methods.vrpsam.inputs import episode_tensors
+
+    t = episode_tensors(batch.episodes, untrained.net.image_size)
+    enc = untrained.net.encoder.eval()
+    with torch.no_grad():
+        tokens = enc.encode_shots(t.query, t.supports, t.masks)
+        second = enc(t.query, t.supports[:, 1], t.masks[:, 1])
+    assert tokens.shape == (2, 3 * 50, 64)
+    assert torch.allclose(tokens[:, 50:100], second, atol=1e-6)
+
+
+def test_batched_decoder_equals_the_unmodified_decoder_per_episode(untrained):
+    sam = untrained.net.sam
+    gen = torch.Generator().manual_seed(0)
+    emb = torch.randn(3, 64, 8, 8, generator=gen)
+    prompts = torch.randn(3, 100, 64, generator=gen)
+    with torch.no_grad():
+        fast, slow = decode_masks(sam, emb, prompts), decode_masks_loop(sam, emb, prompts)
+    assert fast.shape == (3, 1, 32, 32)
+    assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_points_survive_shrinking():
+    raster = np.zeros((400, 600), bool)
+    points = np.array([[0, 0], [599, 399], [301, 200]], np.float32)
+    raster[points[:, 1].astype(int), points[:, 0].astype(int)] = True
+    ann = Annotation("point", raster=raster, points=points, point_labels=np.ones(3, np.int64))
+    small = annotation_tensor(ann, 64)
+    assert small.sum() == 3 and small[0, 0] == 1 and small[63, 63] == 1
+
+
+def test_missing_checkpoint_without_training_says_how_to_train(tmp_path):
+    method = tiny_method(tmp_path, train_if_missing=False)
+    batch = val_batch(method.dataset, fold=2, shot=1, annotation="box", n=1)
+    with pytest.raises(CheckpointError, match="refseg-bench train method=vrpsam.*fold=2"):
+        method.predict(batch)
+
+
+def test_external_checkpoint_per_fold_is_loaded_and_described(tmp_path, untrained):
+    from refseg_bench.methods.vrpsam import store
+
+    for fold in (0, 1):
+        with torch.no_grad():
+            untrained.net.encoder.merge_1[0].weight.fill_(0.01 * (fold + 1))
+        store.save_encoder(untrained.net.encoder, tmp_path / f"vrp_fold{fold}.pt")
+    method = tiny_method(tmp_path / "unused", checkpoint=str(tmp_path / "vrp_fold{fold}.pt"))
+    ds = ListDataset()
+    batch = val_batch(ds, 0, 1, "mask", n=1)
+    batch.episodes += val_batch(ds, 1, 1, "mask", n=1).episodes
+    with torch.inference_mode():
+        method.predict(batch)
+    info = method.describe()
+    assert set(info["checkpoints"]) == {"0", "1"}
+    assert info["vrp_encoder_weights"] == "official"
+    assert info["weights"] == "random"  # the tiny SAM and backbone are random
+    assert len(info["checkpoint_sha256"]) == 2
+    assert float(method.net.encoder.merge_1[0].weight[0, 0].detach()) == pytest.approx(0.02)

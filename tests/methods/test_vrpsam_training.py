@@ -1,0 +1,133 @@
+"""VRP-SAM meta-training: it learns, it resumes exactly, and it never sees a novel class."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from vrpsam_testing import ListDataset, tiny_method
+
+from refseg_bench.methods.vrpsam import fit as fit_module
+from refseg_bench.methods.vrpsam import store
+from refseg_bench.methods.vrpsam import trainer as T
+
+CPU = torch.device("cpu")
+
+
+def test_training_steps_reduce_the_loss_on_a_fixed_batch(tmp_path):
+    method = tiny_method(tmp_path)
+    ds, settings = method.dataset, method.preset.train
+    specs = T.epoch_episodes(T.BaseOnlyView(ds, 0), 0, settings, 0)[:4]
+    episodes, labels = next(T.iter_batches(ds, specs, "mask", 4))
+    opt, sched = T.make_optimizer(method.net, settings, total_steps=10**6)
+    losses = [T.train_step(method.net, episodes, labels, opt, sched, 0, i) for i in range(12)]
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+
+
+def test_fit_writes_official_checkpoint_curve_and_info(tmp_path):
+    method = tiny_method(tmp_path)
+    report = method.fit(method.dataset, 0, annotation="mask", device=CPU, progress=False)
+    directory = method.checkpoint_directory(method.dataset, 0, "mask")
+    assert str(directory) == report["directory"]
+    assert directory.relative_to(tmp_path).parts == (
+        "vrpsam", "fake", "fold0", "resnet_v2_tiny_tiny_mask_1shot_64px")
+    for name in (store.ENCODER_FILE, store.STATE_FILE, store.INFO_FILE, store.CURVE_FILE):
+        assert (directory / name).is_file(), name
+    info = json.loads((directory / store.INFO_FILE).read_text())
+    assert info["complete"] and info["epochs_done"] == 2 and info["steps"] == 4
+    assert info["encoder_sha256"] == report["sha256"]
+    keys = torch.load(directory / store.ENCODER_FILE, weights_only=True).keys()
+    assert all(k.startswith("module.") for k in keys) and "module.layer0.0.weight" in keys
+    # Fitting again finds the finished run and trains nothing.
+    again = method.fit(method.dataset, 0, annotation="mask", device=CPU, progress=False)
+    assert again["resumed_from_epoch"] == 2 and again["sha256"] == report["sha256"]
+
+
+def test_interrupted_training_resumes_from_the_saved_step(tmp_path, monkeypatch):
+    full = tiny_method(tmp_path / "full")
+    reference = full.fit(full.dataset, 0, annotation="mask", device=CPU, progress=False)
+    ref_losses = torch.load(full.checkpoint_directory(full.dataset, 0, "mask") / store.STATE_FILE,
+                            weights_only=True)["losses"].tolist()
+
+    method = tiny_method(tmp_path / "killed")
+    real_checkpoint = fit_module._checkpoint
+
+    def checkpoint_then_die(*args, **kwargs):
+        real_checkpoint(*args, **kwargs)
+        raise KeyboardInterrupt("simulated kill after the first epoch")
+
+    monkeypatch.setattr(fit_module, "_checkpoint", checkpoint_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        method.fit(method.dataset, 0, annotation="mask", device=CPU, progress=False)
+    directory = method.checkpoint_directory(method.dataset, 0, "mask")
+    assert not store.is_complete(directory)
+    saved = torch.load(directory / store.STATE_FILE, weights_only=True)
+    assert saved["epoch"] == 1 and saved["step"] == 2
+    monkeypatch.setattr(fit_module, "_checkpoint", real_checkpoint)
+
+    resumed = tiny_method(tmp_path / "killed")  # a new process: fresh networks
+    report = resumed.fit(resumed.dataset, 0, annotation="mask", device=CPU, progress=False)
+    assert report["resumed_from_epoch"] == 1 and report["steps"] == 4
+    losses = torch.load(directory / store.STATE_FILE, weights_only=True)["losses"].tolist()
+    assert losses == pytest.approx(ref_losses, rel=1e-5)
+    assert report["sha256"] == reference["sha256"]
+
+
+def test_changed_settings_refuse_to_resume(tmp_path):
+    method = tiny_method(tmp_path)
+    method.fit(method.dataset, 0, annotation="mask", device=CPU, progress=False)
+    other = tiny_method(tmp_path, train={"lr": 5e-4})
+    from refseg_bench.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="settings"):
+        other.fit(other.dataset, 0, annotation="mask", device=CPU, progress=False)
+
+
+class SpyDataset(ListDataset):
+    """Records every image and label the trainer reads."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.images: list[str] = []
+        self.masks: list[tuple[str, int]] = []
+
+    def load_image(self, item):
+        self.images.append(item)
+        return super().load_image(item)
+
+    def load_mask(self, item, class_id):
+        self.masks.append((item, class_id))
+        return super().load_mask(item, class_id)
+
+
+@pytest.mark.parametrize("fold", [0, 3])
+def test_training_never_uses_a_novel_class_image_or_label(tmp_path, fold):
+    ds = SpyDataset()
+    novel, base = set(ds.classes(fold, "val")), set(ds.classes(fold, "train"))
+    # The fake's train split does hold images showing a novel class (e.g. train/8_0 shows
+    # class 1): the base-only filter must keep them out.
+    assert any(set(ds._labels[i]) & novel for i in ds._split_items("train"))
+    method = tiny_method(tmp_path, dataset=ds, train={"epochs": 3, "episodes_per_epoch": 16})
+    seen_targets = []
+    real_step = T.train_step
+
+    def spy_step(net, episodes, labels, *args):
+        seen_targets.extend(zip([e.spec for e in episodes], labels, strict=True))
+        return real_step(net, episodes, labels, *args)
+
+    T.train_step, saved = spy_step, T.train_step
+    try:
+        method.fit(ds, fold, annotation="mask", device=CPU, progress=False)
+    finally:
+        T.train_step = saved
+    assert ds.images and len(seen_targets) == 48
+    for item in ds.images:
+        assert item.startswith("train/"), item  # never an image of the novel (val) pool
+        assert not set(ds._labels[item]) & novel, f"{item} shows a novel class"
+    assert {c for _, c in ds.masks} <= base
+    for spec, label in seen_targets:
+        truth = ds.label(spec.query)
+        assert spec.class_id in base
+        assert np.array_equal(label == 1, truth == spec.class_id)
