@@ -6,6 +6,9 @@ Sections (one function each, called in turn by ``main``):
   PASCAL-like episodes (mixed 500x375-ish sizes, 255 boundary bands), at original size and
   at ``--size``; each torch result is checked equal to the reference's.
 
+- harness overhead: a ``proto`` and an ``oracle`` run through the real runner; the runner's
+  stage timers split each episode into the method's ``predict`` and everything else.
+
 Timings are wall clock, the best of ``--repeats`` runs, to damp noise from other processes;
 the load average is printed with them, since a busy machine slows every row.
 Run: ``make perf`` or ``.venv/bin/python benchmarks/perf_core.py --help``.
@@ -110,6 +113,34 @@ def scorer_section(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def overhead_section(args: argparse.Namespace) -> list[str]:
+    """Harness overhead per episode (loading, annotation simulation, scoring, writing rows:
+    everything but the method's ``predict``) as a fraction of a whole ``proto`` run on the
+    synthetic benchmark, measured by the runner's own stage timers."""
+    import tempfile
+
+    from refseg_bench.config import resolve_config
+    from refseg_bench.runner import run
+
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ("proto", "oracle"):
+            over = [f"method={method}", "dataset=synthetic", "fold=0", "progress=false",
+                    f"episodes={args.overhead_episodes}", f"results_dir={tmp}"]
+            if args.data_root:
+                over.append(f"data_root={args.data_root}")
+            t = run(resolve_config(over))["timing"]
+            n = t["episodes"]
+            overhead = t["data_s"] + t["score_s"] + t["write_s"]
+            total = overhead + t["predict_s"]
+            lines.append(
+                f"{method:7s} {n:5d} episodes: predict {1e3 * t['predict_s'] / n:7.2f} ms/ep, "
+                f"harness {1e3 * overhead / n:6.2f} ms/ep (data {1e3 * t['data_s'] / n:.2f}, "
+                f"score {1e3 * t['score_s'] / n:.2f}, write {1e3 * t['write_s'] / n:.2f}); "
+                f"overhead = {100 * overhead / total:5.1f}% of the run")
+    return lines
+
+
 def print_table(rows: list[Row]) -> None:
     width = max(len(r.case) for r in rows)
     print(f"{'section':10s} {'case':{width}s} {'episodes/s':>11s} {'speed-up':>9s} "
@@ -133,6 +164,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="square scoring size of the resized case (default 400, HSNet)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; best is kept")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic episodes")
+    parser.add_argument("--overhead-episodes", type=int, default=200,
+                        help="episodes of the harness-overhead runs (0 skips them; default 200)")
+    parser.add_argument("--data-root", default=None,
+                        help="data root holding the synthetic benchmark (default: the usual)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's own choice)")
     return parser.parse_args(argv)
@@ -146,8 +181,12 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.episodes} episodes, best of {args.repeats}, "
           f"load average before {os.getloadavg()[0]:.2f}")
     rows = scorer_section(args)
-    # Section: harness overhead
     print_table(rows)
+    if args.overhead_episodes:
+        print("\nharness overhead (runner stage timers, synthetic fold 0; oracle's predict is "
+              "a label read, so its row is nearly all harness)")
+        for line in overhead_section(args):
+            print("  " + line)
     print(f"load average after {os.getloadavg()[0]:.2f} (other processes slow these numbers)")
 
 
