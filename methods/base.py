@@ -15,14 +15,15 @@ if TYPE_CHECKING:
     from refseg_bench.datasets.base import FoldedDataset
     from refseg_bench.episodes import EpisodeBatch
 
-WEIGHT_KINDS = ("none", "official", "trained", "random")
+WEIGHT_KINDS = ("none", "official", "unverified", "trained", "random")
 
 
 class Method(ABC):
     """A reference-segmentation method.
 
     ``weights`` says where the numbers come from: ``none`` (weight-free), ``official``
-    (an official checkpoint), ``trained`` (trained with this harness), ``random`` (tiny or
+    (an official checkpoint whose published sha256 matched), ``unverified`` (a loaded file
+    with no published hash to check; its sha256 is recorded), ``trained`` (trained with this harness), ``random`` (tiny or
     random weights, for tests; such rows are kept apart in leaderboards).
     """
 
