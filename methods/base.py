@@ -23,8 +23,9 @@ class Method(ABC):
 
     ``weights`` says where the numbers come from: ``none`` (weight-free), ``official``
     (an official checkpoint whose published sha256 matched), ``unverified`` (a loaded file
-    with no published hash to check; its sha256 is recorded), ``trained`` (trained with this harness), ``random`` (tiny or
-    random weights, for tests; such rows are kept apart in leaderboards).
+    with no published hash to check; its sha256 is recorded), ``trained`` (trained with
+    this harness), ``random`` (tiny or random weights, for tests; such rows are kept apart
+    in leaderboards).
     """
 
     name: ClassVar[str]
