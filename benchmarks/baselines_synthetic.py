@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from refseg_bench.config import DATA_ENV, DEFAULT_DATA_ROOT
 from refseg_bench.datasets.synthetic import SyntheticDataset
 from refseg_bench.episodes import ANNOTATION_KINDS, EpisodeBatch
 from refseg_bench.loading import load_episode
@@ -38,8 +39,7 @@ class AllForeground(Method):
 
 
 def data_root() -> Path:
-    default = Path("~/.cache/refseg-bench/data").expanduser()
-    return Path(os.environ.get("REFSEG_BENCH_DATA", default)) / "synthetic"
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_ROOT).expanduser() / "synthetic"
 
 
 def evaluate(method: Method, loaded: list, annotation: str, class_ids: list[int],

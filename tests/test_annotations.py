@@ -13,6 +13,7 @@ from refseg_bench.annotations import (
     _render_polyline,
     simulate_annotation,
 )
+from refseg_bench.datasets.layout import binarize
 from refseg_bench.episodes import ANNOTATION_KINDS
 from refseg_bench.imageio import read_label
 
@@ -156,13 +157,9 @@ def test_bad_kind_and_shape():
 
 
 def _fss_masks() -> list[tuple[str, np.ndarray]]:
-    out = []
-    for png in sorted(FSS.glob("*/*.png")):
-        raw = read_label(png)
-        # apple, basketball: anti-aliased 0..255; eiffel_tower: 0/1 (real-samples README)
-        fg = raw > 127 if raw.max() > 1 else raw > 0
-        out.append((f"{png.parent.name}/{png.stem}", fg.astype(np.uint8)))
-    return out
+    # apple, basketball: anti-aliased 0..255; eiffel_tower: 0/1 (real-samples README)
+    return [(f"{png.parent.name}/{png.stem}", binarize(read_label(png)))
+            for png in sorted(FSS.glob("*/*.png"))]
 
 
 @pytest.mark.skipif(not FSS.is_dir(), reason=f"real samples not found at {FSS}")
