@@ -108,7 +108,7 @@ class VRPSAM(Method):
         with torch.inference_mode(False), torch.enable_grad():
             result = fit_fold(self.net, dataset, fold, annotation, self.preset.train, directory,
                               self.training_info(dataset, fold, annotation),
-                              show_progress=progress)
+                              show_progress=progress, num_workers=self.opts.train_workers)
         losses = result.progress.losses
         tail = losses[-max(len(losses) // max(self.preset.train.epochs, 1), 1):] or [float("nan")]
         return {"checkpoint": str(result.checkpoint), "sha256": result.sha256,
@@ -191,7 +191,8 @@ class VRPSAM(Method):
                 "train_settings": self.preset.train.to_dict(),
                 "k_shot": "prompt sets of the k supports concatenated (50 k sparse tokens)"}
         kinds = {v["weights"] for v in self.loaded.values()} or {"random"}
-        encoder_weights = kinds.pop() if len(kinds) == 1 else "mixed"
+        # Folds with different sources: report the least trusted one.
+        encoder_weights = next(k for k in ("random", "trained", "official") if k in kinds)
         info["vrp_encoder_weights"] = encoder_weights
         if self.net is not None:
             sam, backbone = weights_info(self.net.sam), self.net.backbone_info

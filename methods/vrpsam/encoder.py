@@ -144,10 +144,12 @@ class VRPEncoder(nn.Module):
     # --- forward ------------------------------------------------------------------------
     @torch.no_grad()
     def frozen_features(self, query: torch.Tensor, support: torch.Tensor,
-                        support_mask: torch.Tensor) -> FrozenFeatures:
+                        support_mask: torch.Tensor, query_stages: list | None = None
+                        ) -> FrozenFeatures:
         """``query``/``support``: ``(B, 3, S, S)`` ImageNet-normalised images;
-        ``support_mask``: ``(B, S, S)`` 0/1 annotation raster. See :class:`FrozenFeatures`."""
-        q = self._stages(query)
+        ``support_mask``: ``(B, S, S)`` 0/1 annotation raster. See :class:`FrozenFeatures`.
+        ``query_stages``: the query's layer0..layer4 outputs when already computed (k-shot)."""
+        q = query_stages if query_stages is not None else self._stages(query)
         s = self._stages(support, stop=3)
         grid = s[3].shape[-2:]
         mask = F.interpolate(support_mask[:, None].float(), size=grid, mode="nearest")
@@ -197,5 +199,9 @@ class VRPEncoder(nn.Module):
         """k-shot: ``supports`` ``(B, k, 3, S, S)``, ``masks`` ``(B, k, S, S)`` ->
         ``(B, k * num_queries, hidden_dim)``, the prompt sets of each support concatenated
         in support order (the official ``predict_mask_nshot``)."""
-        sets = [self(query, supports[:, i], masks[:, i]) for i in range(supports.shape[1])]
+        with torch.no_grad():
+            q = self._stages(query)  # once for all k supports
+        sets = [self.prompts_from_features(
+                    self.frozen_features(query, supports[:, i], masks[:, i], query_stages=q))
+                for i in range(supports.shape[1])]
         return torch.cat(sets, dim=1)

@@ -142,10 +142,11 @@ def _progress_bar(enabled: bool):
 
 def fit_fold(net: VRPSAMNet, dataset: FoldedDataset, fold: int, annotation: str,
              settings: TrainSettings, directory: Path, info: dict, *,
-             show_progress: bool = True) -> FitResult:
+             show_progress: bool = True, num_workers: int = 0) -> FitResult:
     """Train (or resume training of) ``net.encoder`` on ``fold``'s base classes and write the
     checkpoint files into ``directory``. ``info`` (settings, key, fingerprints) must match a
-    previous run's ``train.json`` for it to be resumed."""
+    previous run's ``train.json`` for it to be resumed. ``num_workers``: loader processes
+    (speed only)."""
     view = BaseOnlyView(dataset, fold) if settings.exclude_novel_images else dataset
     per_epoch = steps_per_epoch(view, fold, settings)
     opt, sched = make_optimizer(net, settings, settings.epochs * per_epoch)
@@ -170,7 +171,7 @@ def fit_fold(net: VRPSAMNet, dataset: FoldedDataset, fold: int, annotation: str,
             _checkpoint(directory, net, opt, sched, p, info, settings)
 
         run_epochs(net, dataset, fold, annotation, settings, opt, sched, progress,
-                   on_step, on_epoch)
+                   on_step, on_epoch, num_workers)
     if start >= settings.epochs and not store.is_complete(directory):
         _checkpoint(directory, net, opt, sched, progress, info, settings)
     path = directory / store.ENCODER_FILE

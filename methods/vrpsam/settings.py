@@ -66,6 +66,7 @@ class VRPSAMOptions:
     train_if_missing: bool = True
     untrained: bool = False
     batch_size: int = 8
+    train_workers: int = 0
 
 
 def _typed(cls, values: dict, where: str):

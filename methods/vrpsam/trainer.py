@@ -28,7 +28,7 @@ import torch
 
 from refseg_bench.datasets.base import FoldedDataset
 from refseg_bench.episodes import Annotation, Episode
-from refseg_bench.loading import load_episode
+from refseg_bench.loading import EpisodeDataset, collate
 from refseg_bench.methods.vrpsam.inputs import episode_tensors, label_tensor
 from refseg_bench.methods.vrpsam.losses import vrp_loss
 from refseg_bench.methods.vrpsam.network import VRPSAMNet
@@ -81,6 +81,7 @@ class BaseOnlyView(FoldedDataset):
     def __init__(self, dataset: FoldedDataset, fold: int) -> None:
         self.inner, self.fold = dataset, fold
         self.name, self.n_folds = dataset.name, dataset.n_folds
+        self.root, self.options = dataset.root, dataset.options
         self._clean: dict[str, bool] = {}
 
     @property
@@ -139,17 +140,21 @@ def epoch_episodes(dataset: FoldedDataset, fold: int, settings: TrainSettings, e
     return [specs[i] for i in order]
 
 
-def iter_batches(dataset: FoldedDataset, specs, annotation: str, batch_size: int
-                 ) -> Iterator[tuple[list[Episode], list[np.ndarray]]]:
-    """Load training episodes in batches: (episodes, query labels). Episodes whose support
+def iter_batches(dataset: FoldedDataset, specs, annotation: str, batch_size: int,
+                 num_workers: int = 0) -> Iterator[tuple[list[Episode], list[np.ndarray]]]:
+    """Load training episodes in batches: (episodes, query labels), in ``specs`` order.
+    ``num_workers`` loader processes decode images in parallel; every episode is fixed by
+    its spec, so the worker count never changes what is trained on. Episodes whose support
     cannot be annotated (no foreground) are dropped."""
-    for start in range(0, len(specs), batch_size):
+    loader = torch.utils.data.DataLoader(
+        EpisodeDataset(dataset, list(specs), annotation), batch_size=batch_size,
+        num_workers=num_workers, collate_fn=collate)
+    for batch in loader:
         episodes, labels = [], []
-        for spec in specs[start:start + batch_size]:
-            loaded = load_episode(dataset, spec, annotation)
+        for loaded in batch:
             if loaded.episode is None:
                 continue
-            rng = np.random.default_rng([spec.seed, 1])
+            rng = np.random.default_rng([loaded.spec.seed, 1])
             loaded.episode.annotations = [training_annotation(a, rng)
                                           for a in loaded.episode.annotations]
             episodes.append(loaded.episode)
@@ -191,8 +196,8 @@ def train_step(net: VRPSAMNet, episodes: list[Episode], labels: list[np.ndarray]
 
 def run_epochs(net: VRPSAMNet, dataset: FoldedDataset, fold: int, annotation: str,
                settings: TrainSettings, opt, sched, progress: TrainProgress,
-               on_step: Callable[[TrainProgress], None], on_epoch: Callable[[TrainProgress], None]
-               ) -> TrainProgress:
+               on_step: Callable[[TrainProgress], None], on_epoch: Callable[[TrainProgress], None],
+               num_workers: int = 0) -> TrainProgress:
     """Train from ``progress.epoch`` to ``settings.epochs``, calling ``on_step`` after every
     step and ``on_epoch`` after every epoch (checkpointing happens there)."""
     if settings.exclude_novel_images:
@@ -200,7 +205,8 @@ def run_epochs(net: VRPSAMNet, dataset: FoldedDataset, fold: int, annotation: st
     for epoch in range(progress.epoch, settings.epochs):
         t0 = time.perf_counter()
         specs = epoch_episodes(dataset, fold, settings, epoch)
-        for episodes, labels in iter_batches(dataset, specs, annotation, settings.batch_size):
+        batches = iter_batches(dataset, specs, annotation, settings.batch_size, num_workers)
+        for episodes, labels in batches:
             loss = train_step(net, episodes, labels, opt, sched, settings.seed, progress.step)
             progress.step += 1
             progress.losses.append(loss)

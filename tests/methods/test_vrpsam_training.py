@@ -131,3 +131,32 @@ def test_training_never_uses_a_novel_class_image_or_label(tmp_path, fold):
         truth = ds.label(spec.query)
         assert spec.class_id in base
         assert np.array_equal(label == 1, truth == spec.class_id)
+
+
+@pytest.mark.gpu
+def test_real_size_training_step_on_gpu(tmp_path):
+    """SAM ViT-H at 1024 and ResNet-50 v2 at 512 (random weights): one step of batch 2
+    trains, and 1-shot and 2-shot predictions come back at the query's size."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from refseg_bench.methods.vrpsam.adapter import VRPSAM
+
+    model = {"sam": "vit_h", "sam_checkpoint": None, "sam_image_size": 1024,
+             "backbone": "resnet50_v2", "backbone_checkpoint": None, "image_size": 512}
+    method = VRPSAM(size="real", presets={"real": {"model": model, "train": {"batch_size": 2}}},
+                    checkpoint_dir=str(tmp_path), untrained=True)
+    ds = ListDataset()
+    method.setup(torch.device("cuda"), ds)
+    specs = T.epoch_episodes(T.BaseOnlyView(ds, 0), 0, method.preset.train, 0)[:2]
+    episodes, labels = next(T.iter_batches(ds, specs, "mask", 2))
+    opt, sched = T.make_optimizer(method.net, method.preset.train, total_steps=10)
+    before = method.net.encoder.merge_1[0].weight.detach().clone()
+    loss = T.train_step(method.net, episodes, labels, opt, sched, 0, 0)
+    assert np.isfinite(loss) and not torch.equal(before, method.net.encoder.merge_1[0].weight)
+    from vrpsam_testing import val_batch
+
+    for shot in (1, 2):
+        batch = val_batch(ds, 0, shot, "box", n=2)
+        with torch.inference_mode():
+            preds = method.predict(batch)
+        assert [tuple(p.shape) for p in preds] == [e.query_size for e in batch.episodes]
