@@ -15,6 +15,9 @@ ANNOTATION ?= mask
 EPISODES   ?=
 PROTOCOL   ?=
 ARGS       ?=
+# End-to-end anchors run beside the method on the same episodes: oracle must score 100 and
+# empty 0, so the leaderboard shows where the method sits. On by default for synthetic.
+ANCHORS    ?= $(if $(filter synthetic,$(DATASET)),oracle empty,)
 
 BENCH_ARGS := method=$(METHOD) dataset=$(DATASET) shot=$(SHOT) fold=$(FOLD) annotation=$(ANNOTATION) \
 	$(if $(EPISODES),episodes=$(EPISODES)) $(if $(PROTOCOL),protocol=$(PROTOCOL)) $(ARGS)
@@ -36,6 +39,7 @@ $(STAMP): pyproject.toml
 
 bench: $(STAMP)
 	$(BIN)/refseg-bench run $(BENCH_ARGS)
+	for m in $(ANCHORS); do $(BIN)/refseg-bench run $(BENCH_ARGS) method=$$m || exit 1; done
 	$(BIN)/refseg-bench leaderboard
 
 train: $(STAMP)
