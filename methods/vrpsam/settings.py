@@ -83,7 +83,7 @@ def _typed(cls, values: dict, where: str):
 def parse_options(raw: dict) -> VRPSAMOptions:
     opts = _typed(VRPSAMOptions, raw, "method_args")
     if opts.size not in SIZES:
-        raise ConfigError(f"method_args.size must be one of {SIZES}; got {opts.size!r}")
+        raise ConfigError(f"vrpsam method_args.size must be one of {SIZES}; got {opts.size!r}")
     return opts
 
 
