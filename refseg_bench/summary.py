@@ -68,6 +68,7 @@ def summarize(plan, method, units: dict[tuple[int, int], ScoreSummary], timing, 
                          "ci95": us[0]["ci95"] if len(us) == 1 else None}
     return {
         "run_id": plan.run_dir.name,
+        "run_dir": str(plan.run_dir),
         "complete": True,
         "method": cfg.method, "dataset": cfg.dataset, "split": cfg.split,
         "shot": int(cfg.shot), "annotation": cfg.annotation,

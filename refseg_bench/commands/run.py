@@ -59,4 +59,5 @@ def print_summary(summary: dict, console) -> None:
     std = summary["seed_std_miou"]
     spread = f" ± {std:.2f} (std over seeds)" if std else ""
     console.print(f"mean mIoU {summary['mean_miou']:.2f}{spread}, FB-IoU "
-                  f"{summary['mean_fbiou']:.2f}; record in {summary['run_id']}")
+                  f"{summary['mean_fbiou']:.2f}; record in {summary['run_dir']}",
+                  soft_wrap=True)
