@@ -20,42 +20,21 @@ import time
 
 import numpy as np
 import torch
+from blob_episodes import make_episode, sync
 
-from refseg_bench.episodes import Annotation, Episode, EpisodeBatch, EpisodeSpec
+from refseg_bench.episodes import Episode, EpisodeBatch
 from refseg_bench.methods.persam.adapter import PerSAM, PerSAMF
-
-
-def make_episode(index: int, size: tuple[int, int], rng: np.random.Generator) -> Episode:
-    """A 1-shot episode: two noisy images with one bright ellipse each."""
-    def scene():
-        h, w = size
-        yy, xx = np.mgrid[:h, :w]
-        cy, cx = rng.uniform(0.3, 0.7, 2) * (h, w)
-        mask = ((yy - cy) / (0.2 * h)) ** 2 + ((xx - cx) / (0.15 * w)) ** 2 < 1
-        img = rng.integers(0, 100, (h, w, 3)).astype(np.uint8)
-        img[mask] = rng.integers(150, 255, (int(mask.sum()), 3)).astype(np.uint8)
-        return img, mask
-
-    (ref, ref_mask), (query, _) = scene(), scene()
-    spec = EpisodeSpec(index, 0, 1, f"q{index}", (f"s{index}",), index)
-    return Episode(spec, "blob", query, [ref], [Annotation("mask", raster=ref_mask)],
-                   [ref_mask.astype(np.uint8)])
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_episodes(method, episodes: list[Episode], warmup: int, device: torch.device) -> float:
     """Seconds per episode of ``method.predict`` over ``episodes[warmup:]``."""
     for ep in episodes[:warmup]:
         method.predict(EpisodeBatch([ep], "mask"))
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for ep in episodes[warmup:]:
         method.predict(EpisodeBatch([ep], "mask"))
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - start) / len(episodes[warmup:])
 
 
@@ -66,10 +45,10 @@ def time_fitting(method: PerSAMF, episodes: list[Episode], device: torch.device)
         refs = method.encode(ep.support_images)
         masks = method.reference_masks(refs, ep)
         target = method.target_embedding(refs, masks)
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         method.fit_weights(refs, masks, target)
-        _sync(device)
+        sync(device)
         total += time.perf_counter() - start
     return total / len(episodes)
 
@@ -77,7 +56,7 @@ def time_fitting(method: PerSAMF, episodes: list[Episode], device: torch.device)
 def run_section(title: str, device: torch.device, options: dict, size, n: int, warmup: int,
                 train_iters: int) -> None:
     rng = np.random.default_rng(0)
-    episodes = [make_episode(i, size, rng) for i in range(n + warmup)]
+    episodes = [make_episode(i, size, rng)[0] for i in range(n + warmup)]
     print(f"\n{title}: {n} episodes of {size[0]}x{size[1]} after {warmup} warm-up, "
           f"{device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print(f"{'method':<10}{'episodes/s':>12}{'ms/episode':>12}{'fit ms':>10}")

@@ -22,41 +22,15 @@ import time
 
 import numpy as np
 import torch
+from blob_episodes import make_episode, sync
 
-from refseg_bench.episodes import Annotation, Episode, EpisodeBatch, EpisodeSpec
+from refseg_bench.episodes import EpisodeBatch
 from refseg_bench.methods.vrpsam import trainer as T
 from refseg_bench.methods.vrpsam.adapter import VRPSAM
 from refseg_bench.methods.vrpsam.inputs import image_tensor
 
 REAL_MODEL = {"sam": "vit_h", "sam_checkpoint": None, "sam_image_size": 1024,
               "backbone": "resnet50_v2", "backbone_checkpoint": None, "image_size": 512}
-
-
-def make_episode(index: int, size: tuple[int, int], rng: np.random.Generator, shot: int = 1
-                 ) -> tuple[Episode, np.ndarray]:
-    """An episode of noisy images with one bright ellipse each, and its query label."""
-    def scene():
-        h, w = size
-        yy, xx = np.mgrid[:h, :w]
-        cy, cx = rng.uniform(0.3, 0.7, 2) * (h, w)
-        mask = ((yy - cy) / (0.2 * h)) ** 2 + ((xx - cx) / (0.15 * w)) ** 2 < 1
-        img = rng.integers(0, 100, (h, w, 3)).astype(np.uint8)
-        img[mask] = rng.integers(150, 255, (int(mask.sum()), 3)).astype(np.uint8)
-        return img, mask
-
-    query, query_mask = scene()
-    refs = [scene() for _ in range(shot)]
-    spec = EpisodeSpec(index, 0, 1, f"q{index}", tuple(f"s{index}_{i}" for i in range(shot)),
-                       index)
-    episode = Episode(spec, "blob", query, [r for r, _ in refs],
-                      [Annotation("mask", raster=m) for _, m in refs],
-                      [m.astype(np.uint8) for _, m in refs])
-    return episode, query_mask.astype(np.uint8)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def build(size_name: str, model: dict, train: dict, device: torch.device) -> VRPSAM:
@@ -86,10 +60,10 @@ def train_rate(method: VRPSAM, device: torch.device, size, steps: int, warmup: i
             method.net.embeddings(_stack(images, method), images)
     for i, b in enumerate(batches):
         if i == warmup:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
         T.train_step(method.net, [e for e, _ in b], [lab for _, lab in b], opt, sched, 0, i)
-    _sync(device)
+    sync(device)
     return steps / (time.perf_counter() - t0)
 
 
@@ -104,11 +78,11 @@ def eval_rate(method: VRPSAM, device: torch.device, size, n: int, shot: int, war
         if warm:
             for b in batches:
                 method.predict(b)
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for b in batches:
             method.predict(b)
-        _sync(device)
+        sync(device)
     return n / (time.perf_counter() - t0)
 
 
