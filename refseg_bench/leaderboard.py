@@ -50,6 +50,7 @@ def row_of(s: dict) -> dict:
     row["skipped"] = sum(u["n_skipped"] for u in s["units"])
     lo, hi = s["ci95"] if s.get("ci95") else (None, None)
     row["ci95"] = f"[{lo:.1f}, {hi:.1f}]" if lo is not None else ""
+    row["_ci"] = (lo, hi)
     row["seeds"] = ",".join(str(x) for x in s["seeds"])
     row["run_id"] = s["run_id"]
     return row
@@ -62,7 +63,7 @@ def build(results_dir: Path) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     fold_cols = sorted((c for c in df.columns if c.startswith("fold")), key=lambda c: int(c[4:]))
     cols = ID_COLUMNS + fold_cols + ["mean", "seed_std", "fbiou", "episodes", "skipped", "ci95",
-                                     "seeds", "run_id"]
+                                     "seeds", "run_id", "_ci"]
     df = df[cols].sort_values(["dataset", "protocol", "shot", "annotation", "mean"],
                               ascending=[True, True, True, True, False])
     df.insert(3, "random_weights", df["weights"] == "random")
@@ -89,10 +90,44 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def plot(df: pd.DataFrame, path: Path) -> None:
+    """Mean mIoU per row with its 95% interval, one panel per (dataset, protocol, shot,
+    annotation) setting, so only comparable rows share an axis; random-weight rows hatched."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(df.groupby(["dataset", "protocol", "shot", "annotation"], sort=True))
+    heights = [0.35 * len(g) + 0.9 for _, g in groups]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, sum(heights) + 0.5), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, ((dataset, protocol, shot, annotation), g) in zip(axes[:, 0], groups, strict=True):
+        labels = [f"{m} ({w})" for m, w in zip(g["method"], g["weights"], strict=True)]
+        lo = [m - c[0] if c[0] is not None else 0 for m, c in zip(g["mean"], g["_ci"], strict=True)]
+        hi = [c[1] - m if c[1] is not None else 0 for m, c in zip(g["mean"], g["_ci"], strict=True)]
+        bars = ax.barh(range(len(g)), g["mean"], xerr=[lo, hi], color="C0", capsize=3)
+        for bar, random in zip(bars, g["random_weights"], strict=True):
+            if random:
+                bar.set_hatch("//")
+                bar.set_alpha(0.5)
+        ax.set_yticks(range(len(g)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_title(f"{dataset}, {protocol}, {shot}-shot, {annotation}", fontsize=9)
+    axes[-1, 0].set_xlabel("mean mIoU (%) with 95% interval; hatched: random weights")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write(results_dir: Path) -> pd.DataFrame:
     df = build(results_dir)
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    df.to_csv(results_dir / "leaderboard.csv", index=False)
-    (results_dir / "leaderboard.md").write_text(to_markdown(df))
-    return df
+    files = df.drop(columns=["_ci"], errors="ignore")
+    files.to_csv(results_dir / "leaderboard.csv", index=False)
+    (results_dir / "leaderboard.md").write_text(to_markdown(files))
+    if not df.empty:
+        plot(df, results_dir / "leaderboard.png")
+    return files

@@ -42,6 +42,7 @@ def test_leaderboard_from_records_only(tmp_path):
     real, _, rand_part = md.partition("## Random weights")
     assert "| oracle |" in real and "| empty |" in real and "tiny" not in real
     assert "| tiny |" in rand_part
+    assert (results / "leaderboard.png").stat().st_size > 0
 
 
 def test_leaderboard_cli_prints_table(tmp_path):
