@@ -9,6 +9,7 @@ each (fold, split) is built on first use.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from abc import abstractmethod
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from refseg_bench.datasets.base import DatasetError, FoldedDataset
+from refseg_bench.datasets.layout import find_root
 from refseg_bench.datasets.lists import (
     ListCache,
     SplitLists,
@@ -161,6 +163,19 @@ class TestOnlyDataset(ListedDataset):
     n_folds = 1
     available_splits: ClassVar[tuple[str, ...]] = ("test",)
     split_alias: ClassVar[dict[str, str]] = {"val": "test"}
+    # Where the dataset may sit under ``root`` and the entries that identify it there.
+    root_candidates: ClassVar[tuple[str, ...]] = ("",)
+    root_markers: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, root: str | Path, cache_dir: str | None = None) -> None:
+        # No list options: an unknown dataset_args key is a TypeError, never ignored.
+        super().__init__(root, cache_dir=cache_dir)
+
+    @functools.cached_property
+    def base(self) -> Path:
+        """The dataset folder found under ``root`` (a clear error with the layout if not)."""
+        return find_root(self.root, self.root_candidates, self.root_markers, self.name,
+                         self.layout)
 
     def canonical_split(self, split: str) -> str:
         if split == "train":

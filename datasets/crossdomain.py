@@ -15,7 +15,7 @@ import numpy as np
 
 from refseg_bench.datasets.base import DatasetError
 from refseg_bench.datasets.cached import TestOnlyDataset
-from refseg_bench.datasets.layout import binarize, find_root, read_lines, stems
+from refseg_bench.datasets.layout import binarize, read_lines, stems
 from refseg_bench.datasets.lists import SplitLists
 from refseg_bench.imageio import read_image, read_label
 
@@ -35,17 +35,8 @@ class Deepglobe(TestOnlyDataset):
     name = "deepglobe"
     default_protocol = "patnet-cdfss"
     layout = DEEPGLOBE_LAYOUT
-
-    def __init__(self, root: str | Path, cache_dir: str | None = None) -> None:
-        super().__init__(root, cache_dir=cache_dir)
-        self._base: Path | None = None
-
-    @property
-    def base(self) -> Path:
-        if self._base is None:
-            self._base = find_root(self.root, ("", "Deepglobe"), ("1/test/origin",), self.name,
-                                   DEEPGLOBE_LAYOUT)
-        return self._base
+    root_candidates = ("", "Deepglobe")
+    root_markers = ("1/test/origin",)
 
     def sources(self) -> list[Path]:
         return [self.base / str(c) / "test" / "origin" for c in range(1, 7)]
@@ -91,17 +82,8 @@ class Isic2018(TestOnlyDataset):
     name = "isic2018"
     default_protocol = "patnet-cdfss"
     layout = ISIC_LAYOUT
-
-    def __init__(self, root: str | Path, cache_dir: str | None = None) -> None:
-        super().__init__(root, cache_dir=cache_dir)
-        self._base: Path | None = None
-
-    @property
-    def base(self) -> Path:
-        if self._base is None:
-            self._base = find_root(self.root, ("", "ISIC"), (ISIC_INPUT, ISIC_GT), self.name,
-                                   ISIC_LAYOUT)
-        return self._base
+    root_candidates = ("", "ISIC")
+    root_markers = (ISIC_INPUT, ISIC_GT)
 
     def sources(self) -> list[Path]:
         return [self.base / ISIC_INPUT, self.base / ISIC_GT]
@@ -154,17 +136,8 @@ class ChestXray(TestOnlyDataset):
     name = "chestxray"
     default_protocol = "patnet-cdfss"
     layout = LUNG_LAYOUT
-
-    def __init__(self, root: str | Path, cache_dir: str | None = None) -> None:
-        super().__init__(root, cache_dir=cache_dir)
-        self._base: Path | None = None
-
-    @property
-    def base(self) -> Path:
-        if self._base is None:
-            self._base = find_root(self.root, ("", "LungSegmentation"), ("CXR_png", "masks"),
-                                   self.name, LUNG_LAYOUT)
-        return self._base
+    root_candidates = ("", "LungSegmentation")
+    root_markers = ("CXR_png", "masks")
 
     def sources(self) -> list[Path]:
         return [self.base / "CXR_png", self.base / "masks"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from refseg_bench.datasets.cached import TestOnlyDataset
-from refseg_bench.datasets.layout import find_root, stems
+from refseg_bench.datasets.layout import stems
 from refseg_bench.datasets.lists import SplitLists
 from refseg_bench.imageio import read_image, read_label
 
@@ -31,18 +31,12 @@ class PerSeg(TestOnlyDataset):
     name = "perseg"
     default_protocol = "persam"
     layout = LAYOUT
+    root_candidates = ("", "PerSeg", "data")
+    root_markers = ("Images", "Annotations")
 
     def __init__(self, root: str | Path, cache_dir: str | None = None) -> None:
         super().__init__(root, cache_dir=cache_dir)
-        self._base: Path | None = None
         self._objects: list[str] | None = None
-
-    @property
-    def base(self) -> Path:
-        if self._base is None:
-            self._base = find_root(self.root, ("", "PerSeg", "data"), ("Images", "Annotations"),
-                                   self.name, LAYOUT)
-        return self._base
 
     def sources(self) -> list[Path]:
         return [self.base / "Images", self.base / "Annotations"]
