@@ -45,6 +45,20 @@ def _refine_with_box(sam, state: ImageState, points, labels, mask: Tensor,
                   multimask_output=True)
 
 
+def _last_refinement(sam, state: ImageState, points: Tensor, labels: Tensor,
+                     step1: Decoded) -> Segmentation:
+    """The second refinement both methods end with: the points + the box of ``step1``'s
+    best mask + its low-res logits; the best of three, or ``step1``'s best when its mask
+    is empty (no box)."""
+    i = _best(step1)
+    step2 = _refine_with_box(sam, state, points, labels, step1.masks[i],
+                             step1.low_res[i:i + 1])
+    if step2 is None:
+        return Segmentation(step1.masks[i], step1.high_res[i], points, labels)
+    j = _best(step2)
+    return Segmentation(step2.masks[j], step2.high_res[j], points, labels)
+
+
 def persam_segment(sam, state: ImageState, target: Tensor) -> Segmentation:
     """PerSAM on one encoded target image; ``target`` (C,) is the raw target embedding.
 
@@ -59,13 +73,7 @@ def persam_segment(sam, state: ImageState, target: Tensor) -> Segmentation:
                    target_embedding=target[None, None])
     step1 = decode(sam, state, points, labels, mask_input=first.low_res[0:1],
                    multimask_output=True)
-    i = _best(step1)
-    step2 = _refine_with_box(sam, state, points, labels, step1.masks[i],
-                             step1.low_res[i:i + 1])
-    if step2 is None:
-        return Segmentation(step1.masks[i], step1.high_res[i], points, labels)
-    j = _best(step2)
-    return Segmentation(step2.masks[j], step2.high_res[j], points, labels)
+    return _last_refinement(sam, state, points, labels, step1)
 
 
 def weighted_logits(logits: Tensor, weights: Tensor) -> Tensor:
@@ -92,10 +100,4 @@ def persam_f_segment(sam, state: ImageState, target: Tensor, weights: Tensor) ->
     step1 = _refine_with_box(sam, state, points, labels, fused_high > 0, fused_low[None])
     if step1 is None:
         return Segmentation(fused_high > 0, fused_high, points, labels)
-    i = _best(step1)
-    step2 = _refine_with_box(sam, state, points, labels, step1.masks[i],
-                             step1.low_res[i:i + 1])
-    if step2 is None:
-        return Segmentation(step1.masks[i], step1.high_res[i], points, labels)
-    j = _best(step2)
-    return Segmentation(step2.masks[j], step2.high_res[j], points, labels)
+    return _last_refinement(sam, state, points, labels, step1)
