@@ -111,6 +111,19 @@ def _box(mask):
     return np.array([x.min(), y.min(), x.max(), y.max()])
 
 
+def official_similarity(predictor, target_feat, test_image):
+    """The location-confidence map both official scripts compute the same way: cosine
+    similarity of the target feature to the test image's features, at image size."""
+    predictor.set_image(test_image)
+    test_feat = predictor.features.squeeze()
+    c, h, w = test_feat.shape
+    test_feat = test_feat / test_feat.norm(dim=0, keepdim=True)
+    sim = (target_feat @ test_feat.reshape(c, h * w)).reshape(1, 1, h, w)
+    sim = F.interpolate(sim, scale_factor=4, mode="bilinear")
+    return predictor.model.postprocess_masks(sim, input_size=predictor.input_size,
+                                             original_size=predictor.original_size).squeeze()
+
+
 def official_persam(off, predictor, ref_image, ref_mask_rgb, test_image):
     """``persam.py``'s ``persam()`` for one test image; returns (mask, logits, points)."""
     ref_mask = predictor.set_image(ref_image, ref_mask_rgb)
@@ -122,14 +135,7 @@ def official_persam(off, predictor, ref_image, ref_mask_rgb, test_image):
     target_feat = target_embedding / target_embedding.norm(dim=-1, keepdim=True)
     target_embedding = target_embedding.unsqueeze(0)
 
-    predictor.set_image(test_image)
-    test_feat = predictor.features.squeeze()
-    c, h, w = test_feat.shape
-    test_feat = test_feat / test_feat.norm(dim=0, keepdim=True)
-    sim = (target_feat @ test_feat.reshape(c, h * w)).reshape(1, 1, h, w)
-    sim = F.interpolate(sim, scale_factor=4, mode="bilinear")
-    sim = predictor.model.postprocess_masks(sim, input_size=predictor.input_size,
-                                            original_size=predictor.original_size).squeeze()
+    sim = official_similarity(predictor, target_feat, test_image)
     topk_xy_i, topk_label_i, last_xy_i, last_label_i = off.persam.point_selection(sim, topk=1)
     topk_xy = np.concatenate([topk_xy_i, last_xy_i], axis=0)
     topk_label = np.concatenate([topk_label_i, last_label_i], axis=0)
@@ -195,14 +201,7 @@ def official_persam_f_fit(off, predictor, ref_image, ref_mask_rgb, iters):
 def official_persam_f_test(off, predictor, target_feat, weights, test_image):
     """``persam_f.py``'s test loop for one image; returns (mask, logits, points)."""
     weights_np = weights.detach().cpu().numpy()
-    predictor.set_image(test_image)
-    test_feat = predictor.features.squeeze()
-    c, h, w = test_feat.shape
-    test_feat = test_feat / test_feat.norm(dim=0, keepdim=True)
-    sim = (target_feat @ test_feat.reshape(c, h * w)).reshape(1, 1, h, w)
-    sim = F.interpolate(sim, scale_factor=4, mode="bilinear")
-    sim = predictor.model.postprocess_masks(sim, input_size=predictor.input_size,
-                                            original_size=predictor.original_size).squeeze()
+    sim = official_similarity(predictor, target_feat, test_image)
     topk_xy, topk_label = off.persam_f.point_selection(sim, topk=1)
     masks, scores, logits, logits_high = predictor.predict(
         point_coords=topk_xy, point_labels=topk_label, multimask_output=True)
