@@ -27,7 +27,7 @@ import numpy as np
 from refseg_bench.datasets.base import DatasetError
 from refseg_bench.datasets.cached import ListedDataset, check_choice
 from refseg_bench.datasets.census import cached_areas
-from refseg_bench.datasets.instances import InstanceStore, build_store
+from refseg_bench.datasets.instances import InstanceStore, open_store
 from refseg_bench.datasets.layout import find_root, missing_from_listing, read_lines, require_files
 from refseg_bench.datasets.lists import MIN_PIXELS, SplitLists, file_signature, lists_from_areas
 from refseg_bench.imageio import read_image, read_label
@@ -131,12 +131,10 @@ class Coco20i(ListedDataset):
     def _open_store(self, subset: str, force: bool) -> InstanceStore:
         src = self.annotation_file(subset)
         require_files([src], self.name, "annotation files", LAYOUT)
-        store = InstanceStore(self.cache_folder() / f"instances_{subset}.sqlite")
-        if force or not store.is_current(src):
-            store.close()
-            self.log(f"building instance masks from {src} (streamed; cached in {store.path})")
-            build_store(src, store.path, lambda img: f"{subset}/{Path(img['file_name']).stem}",
-                        self.log)
+        store, built = open_store(src, self.cache_folder() / f"instances_{subset}.sqlite",
+                                  lambda img: f"{subset}/{Path(img['file_name']).stem}", force,
+                                  self.log)
+        if built:
             self._check_categories(store, src)
         return store
 

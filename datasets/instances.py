@@ -207,6 +207,19 @@ def build_store(src: Path, dest: Path, item_of: Callable[[dict], str],
     return StoreSummary(n_img, n_ann, n_masks)
 
 
+def open_store(src: Path, dest: Path, item_of: Callable[[dict], str], force: bool,
+               log: Log = lambda s: None) -> tuple[InstanceStore, bool]:
+    """The store ``dest`` for ``src``, (re)built when missing, stale or ``force``d.
+    Returns it and whether it was built now (callers check a fresh build's contents)."""
+    store = InstanceStore(dest)
+    if not force and store.is_current(src):
+        return store, False
+    store.close()
+    log(f"building instance masks from {src} (streamed; cached in {store.path})")
+    build_store(src, store.path, item_of, log)
+    return store, True
+
+
 def _decode(h: int, w: int, counts: bytes) -> np.ndarray:
     """``(H, W)`` uint8 plane of a compressed RLE."""
     from pycocotools import mask as mask_utils

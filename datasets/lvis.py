@@ -25,7 +25,7 @@ import numpy as np
 
 from refseg_bench.datasets.base import DatasetError
 from refseg_bench.datasets.cached import ListedDataset, check_choice
-from refseg_bench.datasets.instances import InstanceStore, build_store
+from refseg_bench.datasets.instances import InstanceStore, open_store
 from refseg_bench.datasets.layout import find_root, missing_from_listing, require_files
 from refseg_bench.datasets.lists import SplitLists
 from refseg_bench.errors import ConfigError
@@ -99,11 +99,8 @@ class Lvis92i(ListedDataset):
             return self._stores[subset]
         src = self.annotation_file(subset)
         require_files([src], self.name, "annotation files", LAYOUT)
-        store = InstanceStore(self.cache_folder() / f"lvis_v1_{subset}.sqlite")
-        if force or not store.is_current(src):
-            store.close()
-            self.log(f"building instance masks from {src} (streamed; cached in {store.path})")
-            build_store(src, store.path, lvis_item, self.log)
+        store, _ = open_store(src, self.cache_folder() / f"lvis_v1_{subset}.sqlite", lvis_item,
+                              force, self.log)
         self._stores[subset] = store
         return store
 
