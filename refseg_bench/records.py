@@ -77,7 +77,7 @@ class RowWriter:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        cut = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+        cut = path.exists() and path.stat().st_size and _last_byte(path) != b"\n"
         self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         if cut:  # a write cut by a kill: end that line so it stays a lone unparsable one
             self._f.write("\n")
@@ -89,6 +89,12 @@ class RowWriter:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
 
 
 def read_rows(unit_dir: Path) -> dict[int, dict]:

@@ -208,9 +208,9 @@ def run(cfg: DictConfig) -> dict:
         world.barrier()
         if not world.is_main:
             return {}
-        summary = summarize(plan, method, units, timing, device, world,
-                            elapsed=time.perf_counter() - started)
-        write_outputs(plan, summary)
+        summary, table = summarize(plan, method, units, timing, device, world,
+                                   elapsed=time.perf_counter() - started)
+        write_outputs(plan, summary, table)
         return summary
     finally:
         shutdown(world)

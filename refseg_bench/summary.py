@@ -36,7 +36,8 @@ def _interval(df: pd.DataFrame, strata: list[tuple[int, int]]) -> list[float]:
 
 
 def summarize(plan, method, units: dict[tuple[int, int], ScoreSummary], timing, device, world,
-              elapsed: float) -> dict:
+              elapsed: float) -> tuple[dict, pd.DataFrame]:
+    """The run's summary and its per-episode table (every unit's rows, read once)."""
     cfg, ds = plan.cfg, plan.dataset
     frames, unit_out = [], []
     for (seed, fold), score in units.items():
@@ -66,7 +67,7 @@ def summarize(plan, method, units: dict[tuple[int, int], ScoreSummary], timing, 
         folds[str(f)] = {"miou": float(np.mean([u["miou"] for u in us])),
                          "fbiou": float(np.mean([u["fbiou"] for u in us])),
                          "ci95": us[0]["ci95"] if len(us) == 1 else None}
-    return {
+    summary = {
         "run_id": plan.run_dir.name,
         "run_dir": str(plan.run_dir),
         "complete": True,
@@ -88,12 +89,12 @@ def summarize(plan, method, units: dict[tuple[int, int], ScoreSummary], timing, 
         "num_workers": int(cfg.num_workers),
         "environment": records.environment(device),
     }
+    return summary, table
 
 
-def write_outputs(plan, summary: dict) -> None:
+def write_outputs(plan, summary: dict, table: pd.DataFrame) -> None:
     out = plan.run_dir
-    frames = [unit_rows(plan, u["seed"], u["fold"]) for u in summary["units"]]
-    pd.concat(frames, ignore_index=True).to_csv(out / "episodes.csv", index=False)
+    table.to_csv(out / "episodes.csv", index=False)
     plot_class_iou(summary, out / "class_iou.png")
     records.write_json(out / "summary.json", summary)
 
