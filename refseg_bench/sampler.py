@@ -92,13 +92,19 @@ def _draw_supports(
     return tuple(out)
 
 
-def _class_uniform(ds, fold, split, shot, n, rng, distinct):
+def _class_pools(ds, fold, split) -> tuple[list[int], dict[int, list[str]]]:
+    """The episode classes and each one's image list; an empty list is an error."""
     classes = ds.classes(fold, split)
     pools = {c: ds.items(fold, split, c) for c in classes}
     for c, pool in pools.items():
         if not pool:
             raise SamplingError(
                 f"class {c} ({ds.class_name(c)}) has no images in {split} fold {fold}")
+    return classes, pools
+
+
+def _class_uniform(ds, fold, split, shot, n, rng, distinct):
+    classes, pools = _class_pools(ds, fold, split)
     for i in range(n):
         c = classes[int(rng.integers(len(classes)))]
         q = pools[c][int(rng.integers(len(pools[c])))]
@@ -130,8 +136,7 @@ def _pair_cycle(ds, fold, split, shot, n, rng, distinct):
 
 
 def _round_robin(ds, fold, split, shot, n, rng, distinct):
-    classes = ds.classes(fold, split)
-    pools = {c: ds.items(fold, split, c) for c in classes}
+    classes, pools = _class_pools(ds, fold, split)
     for i in range(n):
         c = classes[i % len(classes)]
         q = pools[c][int(rng.integers(len(pools[c])))]
