@@ -79,7 +79,7 @@ def main() -> None:
     args = p.parse_args()
     if "cpu" in args.sections:
         run_section("CPU, tiny random SAM @256", torch.device("cpu"),
-                    dict(sam_variant="tiny", checkpoint="none", image_size=256), (240, 320),
+                    dict(size="tiny"), (240, 320),
                     args.episodes, args.warmup, args.train_iters)
     if "gpu" in args.sections:
         if not torch.cuda.is_available():
@@ -89,7 +89,7 @@ def main() -> None:
             return
         print(f"\nGPU: {torch.cuda.get_device_name()}")
         run_section("GPU, SAM ViT-H @1024 (random weights)", torch.device("cuda"),
-                    dict(sam_variant="vit_h", checkpoint="none", image_size=1024), (480, 640),
+                    dict(size="real", model={"checkpoint": None}), (480, 640),
                     args.episodes, args.warmup, args.train_iters)
 
 

@@ -33,14 +33,44 @@ class FoldedDataset(ABC):
 
     name: ClassVar[str]
     n_folds: ClassVar[int]
+    # True where a training image can never show a novel class (FSS-1000: one class per
+    # image, classes split by name), so the base-only filter has nothing to drop.
+    train_images_base_only: ClassVar[bool] = False
     default_protocol: ClassVar[str] = "hsnet"
     # The split published numbers are reported on (FSS-1000: its 240 test classes).
     default_split: ClassVar[str] = "val"
     ignore_index: ClassVar[int] = IGNORE_INDEX
 
+    def __new__(cls, *args, **kwargs):
+        # The constructor call is kept so ``with_options`` can rebuild the same dataset with
+        # one option changed, whatever options the subclass keeps in ``self.options``.
+        obj = super().__new__(cls)
+        obj._init_call = (args, kwargs)
+        return obj
+
     def __init__(self, root: str | Path, **options) -> None:
         self.root = Path(root).expanduser()
         self.options = options
+
+    def with_options(self, **changes) -> FoldedDataset:
+        """The same dataset built again with constructor options ``changes`` replaced."""
+        args, kwargs = self._init_call
+        return type(self)(*args, **{**kwargs, **changes})
+
+    def base_only_training(self) -> FoldedDataset:
+        """This dataset with BAM's base-only filter on its ``train`` lists: no training image
+        shows a pixel of a novel class of the fold, not even as background. Trained methods
+        train on this view; evaluation lists are unchanged.
+
+        Datasets offering the filter take the option ``train_filter: bam``; raises
+        DatasetError for one that can neither filter nor guarantee it needs no filter."""
+        if self.options.get("train_filter") == "bam" or self.train_images_base_only:
+            return self
+        if "train_filter" not in self.options:
+            raise DatasetError(
+                f"dataset {self.name!r} cannot drop training images that show a novel class "
+                "(no train_filter option), so a method trained on it would see novel classes.")
+        return self.with_options(train_filter="bam")
 
     # --- class and fold structure -------------------------------------------------------
     @property

@@ -33,6 +33,7 @@ HSNET_FILES = {"train": "trn", "val": "val", "test": "test"}
 
 class Fss1000(ListedDataset):
     name = "fss1000"
+    train_images_base_only = True  # one class per image, train and test classes disjoint
     n_folds = 1
     default_protocol = "hsnet"
     default_split = "test"  # published FSS-1000 numbers are on the 240 test classes

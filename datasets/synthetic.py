@@ -166,8 +166,11 @@ class SyntheticDataset(FoldedDataset):
     n_folds = 4
     default_protocol = "hsnet"
 
-    def __init__(self, root: str | Path, n_per_class: int = N_PER_CLASS) -> None:
-        super().__init__(root, n_per_class=n_per_class)
+    def __init__(self, root: str | Path, n_per_class: int = N_PER_CLASS,
+                 train_filter: str = "none") -> None:
+        super().__init__(root, n_per_class=n_per_class, train_filter=train_filter)
+        if train_filter not in ("none", "bam"):
+            raise DatasetError(f"train_filter must be 'none' or 'bam', got {train_filter!r}")
         if n_per_class < 2:
             raise DatasetError(f"n_per_class must be >= 2 (a query plus a support), got "
                                f"{n_per_class}")
@@ -201,15 +204,25 @@ class SyntheticDataset(FoldedDataset):
     def _listed(self, item: str, c: int) -> bool:
         return self._areas[item].get(c, 0) >= self._need[item]
 
+    def _candidates(self, fold: int, split: str) -> list[str]:
+        """The split's pool; with ``train_filter=bam`` the train pool loses every image with
+        a pixel of one of the fold's novel classes (BAM's filter)."""
+        pool = self._pool(split)
+        if split != "train" or self.options["train_filter"] != "bam":
+            return pool
+        novel = set(self.classes(fold, "val"))
+        return [it for it in pool if not novel & set(self._areas[it])]
+
     def items(self, fold: int, split: str, class_id: int) -> list[str]:
         if class_id not in self.classes(fold, split):
             raise DatasetError(f"class {class_id} is not a {split} class of fold {fold}; "
                                f"those are {self.classes(fold, split)}")
-        return [it for it in self._pool(split) if self._listed(it, class_id)]
+        return [it for it in self._candidates(fold, split) if self._listed(it, class_id)]
 
     def query_items(self, fold: int, split: str) -> list[str]:
         cls = self.classes(fold, split)
-        return [it for it in self._pool(split) if any(self._listed(it, c) for c in cls)]
+        return [it for it in self._candidates(fold, split)
+                if any(self._listed(it, c) for c in cls)]
 
     def item_classes(self, fold: int, split: str, item: str) -> list[int]:
         return sorted(c for c in self.classes(fold, split) if c in self._areas_of(item))

@@ -29,6 +29,8 @@ episodes (``benchmarks/baselines_synthetic.py``); it is a baseline, not a tuned 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -133,32 +135,51 @@ def _dilate(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.max_pool2d(x, (2 * r + 1, 1), stride=1, padding=(r, 0))
 
 
-class Prototype(Method):
-    """Colour/texture prototype matching (see the module docstring).
+DEFAULT_FEATURE_WEIGHTS = {"colour": 1.0, "colour_mean": 1.0, "colour_std": 0.7,
+                           "texture": 0.7}
 
-    Options: ``n_fg`` / ``n_bg`` prototypes per side, ``max_side`` (px) working size,
+
+@dataclass(frozen=True)
+class PrototypeOptions:
+    """``n_fg`` / ``n_bg`` prototypes per side, ``max_side`` (px) working size,
     ``point_radius`` (px) of the square taken around a click, ``weak_margin`` (px) kept free
-    of background samples around point and scribble annotations, ``smooth`` (px) box
-    filter on the probability map, ``weights`` of the feature groups.
-    """
+    of background samples around point and scribble annotations, ``smooth`` (px, odd) box
+    filter on the probability map, ``weights`` of the feature groups (missing groups keep
+    their defaults)."""
 
-    name = "proto"
+    n_fg: int = 1
+    n_bg: int = 10
+    max_side: int = 160
+    point_radius: int = 3
+    weak_margin: int = 15
+    smooth: int = 5
+    weights: dict = field(default_factory=dict)
 
-    def __init__(self, n_fg: int = 1, n_bg: int = 10, max_side: int = 160,
-                 point_radius: int = 3, weak_margin: int = 15, smooth: int = 5,
-                 weights: dict | None = None, **options) -> None:
-        super().__init__(**options)
-        self.n_fg, self.n_bg, self.max_side = int(n_fg), int(n_bg), int(max_side)
-        self.point_radius, self.weak_margin = int(point_radius), int(weak_margin)
-        self.smooth = int(smooth)
+    def __post_init__(self) -> None:
         if self.smooth < 1 or self.smooth % 2 == 0:
-            raise ValueError(f"smooth must be an odd number of pixels >= 1 (1 = off), got {smooth}")
-        w = {"colour": 1.0, "colour_mean": 1.0, "colour_std": 0.7, "texture": 0.7}
-        unknown = set(weights or {}) - set(FEATURE_GROUPS)
+            raise ValueError(f"smooth must be an odd number of pixels >= 1 (1 = off), got "
+                             f"{self.smooth}")
+        if min(self.n_fg, self.n_bg, self.max_side) < 1:
+            raise ValueError("n_fg, n_bg and max_side must be >= 1")
+        unknown = set(self.weights) - set(FEATURE_GROUPS)
         if unknown:
             raise ValueError(f"unknown feature groups {sorted(unknown)}; known: "
                              f"{list(FEATURE_GROUPS)}")
-        w.update(weights or {})
+
+
+class Prototype(Method):
+    """Colour/texture prototype matching (see the module docstring); options:
+    :class:`PrototypeOptions`."""
+
+    name = "proto"
+    Options = PrototypeOptions
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        o = self.opts
+        self.n_fg, self.n_bg, self.max_side = o.n_fg, o.n_bg, o.max_side
+        self.point_radius, self.weak_margin, self.smooth = o.point_radius, o.weak_margin, o.smooth
+        w = {**DEFAULT_FEATURE_WEIGHTS, **o.weights}
         self.weights = torch.cat([torch.full((n,), float(w[g])) for g, n in FEATURE_GROUPS.items()])
         self.device = torch.device("cpu")
 
@@ -180,11 +201,14 @@ class Prototype(Method):
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         return pixel_features(x)[0].permute(1, 2, 0)
 
-    def _regions(self, ep_mask: np.ndarray, annotation, kind: str, size: tuple[int, int]
+    def _regions(self, label: np.ndarray | None, annotation, kind: str, size: tuple[int, int]
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Foreground and background sample masks ``(H', W')`` bool at working size."""
-        valid = torch.from_numpy(ep_mask != 255)[None, None].float()
+        """Foreground and background sample masks ``(H', W')`` bool at working size.
+        ``label`` (0/1/255) exists only for mask references: its 255 band is kept out of the
+        background samples; other kinds have nothing but the annotation."""
         raster = torch.from_numpy(annotation.raster)[None, None].float()
+        valid = torch.from_numpy(label != 255)[None, None].float() if label is not None \
+            else torch.ones_like(raster)
         if kind == "point":
             raster = _dilate(raster, self.point_radius)
         if kind in ("point", "scribble"):
@@ -199,10 +223,10 @@ class Prototype(Method):
 
     def _predict_one(self, ep: Episode, kind: str) -> torch.Tensor:
         fg_s, bg_s, pixels = [], [], []
-        for img, mask, ann in zip(ep.support_images, ep.support_masks, ep.annotations,
-                                  strict=True):
+        labels = ep.support_masks or [None] * ep.shot
+        for img, label, ann in zip(ep.support_images, labels, ep.annotations, strict=True):
             feats = self._features(img)
-            fg, bg = self._regions(mask, ann, kind, tuple(feats.shape[:2]))
+            fg, bg = self._regions(label, ann, kind, tuple(feats.shape[:2]))
             fg_s.append(feats[fg])
             bg_s.append(feats[bg])
             pixels.append(feats.reshape(-1, feats.shape[-1]))

@@ -85,9 +85,10 @@ class Episode:
     query_image: np.ndarray  # (H, W, 3) uint8
     support_images: list[np.ndarray]  # k x (Hs, Ws, 3) uint8
     annotations: list[Annotation]  # k, one per support
-    # Full support labels (0/1/255). Only methods run with annotation="mask" should use
-    # them; they are kept for methods whose official code trains with the support mask.
-    support_masks: list[np.ndarray]
+    # Full support labels, k x (Hs, Ws) uint8 0/1/255: present for ``mask`` annotations and
+    # in training episodes; None under box, point and scribble references at evaluation
+    # (the runner checks), where a method has only the annotation.
+    support_masks: list[np.ndarray] | None
 
     @property
     def shot(self) -> int:

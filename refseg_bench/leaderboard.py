@@ -1,7 +1,9 @@
 """Leaderboards built only from run records (``results/*/summary.json``); nothing reruns.
 
-Rows on random weights are pipeline checks, not results: they are flagged in the CSV and
-kept in a separate table in the Markdown.
+Which table a row goes to is the weight-trust rule of :mod:`refseg_bench.trust`: rows on
+random weights are pipeline checks, rows on unverified files (no published sha256) are
+results one can only trust as far as the files; both are flagged in the CSV and kept in
+tables of their own in the Markdown, so the main table rests on checked weights only.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
+from refseg_bench.trust import SECTIONS, section
 
 ID_COLUMNS = ["method", "model", "weights", "dataset", "protocol", "split", "shot",
               "annotation", "scoring"]
@@ -67,12 +71,14 @@ def build(results_dir: Path) -> pd.DataFrame:
     df = df[cols].sort_values(["dataset", "protocol", "shot", "annotation", "mean"],
                               ascending=[True, True, True, True, False])
     df.insert(3, "random_weights", df["weights"] == "random")
+    df.insert(4, "section", [section(w) for w in df["weights"]])
     return df.reset_index(drop=True)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
     def table(part: pd.DataFrame) -> str:
-        part = part.drop(columns=["random_weights", "run_id"]).dropna(axis=1, how="all")
+        part = part.drop(columns=["random_weights", "section", "run_id"]).dropna(axis=1,
+                                                                                 how="all")
         head = "| " + " | ".join(part.columns) + " |"
         sep = "|" + "|".join("---" for _ in part.columns) + "|"
         body = ["| " + " | ".join("" if pd.isna(v) else str(v) for v in r) + " |"
@@ -83,10 +89,15 @@ def to_markdown(df: pd.DataFrame) -> str:
            "mIoU (%) per fold = mean over the fold's classes of summed intersection over "
            "summed union (255 ignored unless the scoring column says otherwise); FB-IoU (%) "
            "pooled over all episodes; 95% interval = class-stratified bootstrap.", ""]
-    real, rand = df[~df["random_weights"]], df[df["random_weights"]]
-    out += ["## Results", "", table(real) if len(real) else "_no runs yet_", ""]
-    if len(rand):
-        out += ["## Random weights (pipeline checks, not comparable results)", "", table(rand), ""]
+    parts = {name: df[df["section"] == name] for name in SECTIONS}
+    out += ["## Results", "", table(parts["results"]) if len(parts["results"])
+            else "_no runs yet_", ""]
+    if len(parts["unverified"]):
+        out += ["## Unverified weights (files without a published sha256; the record has "
+                "their hashes)", "", table(parts["unverified"]), ""]
+    if len(parts["random"]):
+        out += ["## Random weights (pipeline checks, not comparable results)", "",
+                table(parts["random"]), ""]
     return "\n".join(out)
 
 

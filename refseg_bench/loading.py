@@ -1,7 +1,8 @@
 """Turning manifest rows into ``Episode`` objects (and the query label kept apart).
 
 The query label never enters the ``Episode``: ``load_episode`` returns it separately, for
-the scorer only.
+the scorer only. Support labels enter it only when asked for: at evaluation that is under
+``mask`` annotations alone (the mask *is* the annotation); training loaders ask always.
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ class LoadedEpisode:
     skip_reason: str | None = None
 
 
-def load_episode(dataset: FoldedDataset, spec: EpisodeSpec, annotation: str) -> LoadedEpisode:
+def load_episode(dataset: FoldedDataset, spec: EpisodeSpec, annotation: str, *,
+                 support_labels: bool | None = None) -> LoadedEpisode:
     """Load images and labels and simulate the reference annotations of one episode.
+
+    ``support_labels``: keep the full support labels in ``Episode.support_masks``; None
+    (evaluation) keeps them only for ``mask`` annotations, so a method run with a box,
+    point or scribble reference cannot read the label it is not given.
 
     An empty support mask (no foreground after ignoring 255) cannot be annotated; the
     episode is returned with ``skip_reason`` set so the runner records and counts it.
@@ -51,7 +57,10 @@ def load_episode(dataset: FoldedDataset, spec: EpisodeSpec, annotation: str) -> 
             return LoadedEpisode(spec, None, None, f"support {item}: {err}")
         images.append(img)
         masks.append(mask)
-    episode = Episode(spec, dataset.class_name(spec.class_id), query, images, annotations, masks)
+    if support_labels is None:
+        support_labels = annotation == "mask"
+    episode = Episode(spec, dataset.class_name(spec.class_id), query, images, annotations,
+                      masks if support_labels else None)
     return LoadedEpisode(spec, episode, label)
 
 
@@ -62,14 +71,17 @@ class EpisodeDataset(torch.utils.data.Dataset):
     them (each episode seeds its own generator from ``spec.seed``).
     """
 
-    def __init__(self, dataset: FoldedDataset, specs: list[EpisodeSpec], annotation: str):
+    def __init__(self, dataset: FoldedDataset, specs: list[EpisodeSpec], annotation: str, *,
+                 support_labels: bool | None = None):
         self.dataset, self.specs, self.annotation = dataset, specs, annotation
+        self.support_labels = support_labels
 
     def __len__(self) -> int:
         return len(self.specs)
 
     def __getitem__(self, i: int) -> LoadedEpisode:
-        return load_episode(self.dataset, self.specs[i], self.annotation)
+        return load_episode(self.dataset, self.specs[i], self.annotation,
+                            support_labels=self.support_labels)
 
 
 def collate(items: list[LoadedEpisode]) -> list[LoadedEpisode]:

@@ -21,6 +21,7 @@ from refseg_bench.devices import resolve_device
 from refseg_bench.distributed import World, init_world, local_device, shutdown
 from refseg_bench.episodes import EpisodeBatch
 from refseg_bench.loading import EpisodeDataset, LoadedEpisode, collate
+from refseg_bench.methods.base import Unit
 from refseg_bench.protocols import Protocol, load_protocol
 from refseg_bench.registry import DATASETS
 from refseg_bench.sampler import Manifest, SamplingError, sample_episodes
@@ -94,9 +95,18 @@ def unit_manifest(plan: RunPlan, seed: int, fold: int, world: World) -> Manifest
     return fresh
 
 
+def grad_mode(method):
+    """The autograd mode ``predict`` runs in: inference mode, or plain ``no_grad`` for a
+    method that declares ``test_time_grad`` (it enables gradients where it fits)."""
+    return torch.no_grad() if getattr(method, "test_time_grad", False) else torch.inference_mode()
+
+
 def predict_batch(method, loaded: list[LoadedEpisode], annotation: str) -> list[torch.Tensor]:
     batch = EpisodeBatch([le.episode for le in loaded], annotation)
-    with torch.inference_mode():
+    if annotation != "mask" and any(e.support_masks is not None for e in batch):
+        raise RuntimeError(f"a {annotation} episode carries support labels; the loader must "
+                           "drop them (methods see only the annotation they are given)")
+    with grad_mode(method):
         preds = method.predict(batch)
     if len(preds) != len(loaded):
         raise RuntimeError(f"{type(method).__name__}.predict returned {len(preds)} masks "
@@ -116,6 +126,8 @@ def evaluate_unit(plan: RunPlan, method, seed: int, fold: int, world: World,
     unit_dir = plan.run_dir / unit
     manifest = unit_manifest(plan, seed, fold, world)
     classes = plan.dataset.classes(fold, cfg.split)
+    # Outside any grad mode: a method may load or even train its fold's weights here.
+    method.begin_unit(Unit(plan.dataset, fold, cfg.split, int(cfg.shot), cfg.annotation, seed))
     scorer = Scorer(classes, device)
     done = records.read_rows(unit_dir)
     if world.is_main and done:
@@ -187,6 +199,7 @@ def run(cfg: DictConfig) -> dict:
     from refseg_bench.summary import summarize, write_outputs
 
     started = time.perf_counter()
+    method = build_method(cfg)  # option errors before any data is touched or written
     plan = plan_run(cfg)
     device = local_device(resolve_device(cfg.device))
     world = init_world(device)
@@ -194,7 +207,6 @@ def run(cfg: DictConfig) -> dict:
         if world.is_main:
             records.prepare_run_dir(plan.run_dir, cfg, bool(cfg.overwrite))
         world.barrier()
-        method = build_method(cfg)
         method.setup(device, plan.dataset)
         timing = Timing()
         units = {}

@@ -80,7 +80,7 @@ def summarize(plan, method, units: dict[tuple[int, int], ScoreSummary], timing, 
         "seed_aggregation": "mean over seeds" if len(seed_means) > 1 else "single seed",
         "mean_fbiou": float(np.mean([u["fbiou"] for u in unit_out])),
         "ci95": _interval(table, strata) if not table.empty else None,
-        "method_info": method.describe(),
+        "method_info": _method_info(method),
         "dataset_info": ds.describe(),
         "units": unit_out,
         "timing": timing.as_dict(),
@@ -90,6 +90,16 @@ def summarize(plan, method, units: dict[tuple[int, int], ScoreSummary], timing, 
         "environment": records.environment(device),
     }
     return summary, table
+
+
+def _method_info(method) -> dict:
+    """``describe()`` plus the parsed options; ``weights`` must be a trust kind."""
+    from refseg_bench.trust import check_kind
+
+    info = dict(method.describe())
+    check_kind(info.get("weights", "none"))
+    info.setdefault("options", getattr(method, "options", {}))
+    return info
 
 
 def write_outputs(plan, summary: dict, table: pd.DataFrame) -> None:

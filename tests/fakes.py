@@ -17,8 +17,9 @@ class ListDataset(FoldedDataset):
     name = "fake"
     n_folds = 4
 
-    def __init__(self, root="unused", per_class: int = 6, size=(48, 64), **options):
-        super().__init__(root, **options)
+    def __init__(self, root="unused", per_class: int = 6, size=(48, 64),
+                 train_filter: str = "none", **options):
+        super().__init__(root, train_filter=train_filter, **options)
         self.size = size
         self._labels: dict[str, list[int]] = {}
         for split in ("train", "val"):
@@ -35,16 +36,20 @@ class ListDataset(FoldedDataset):
         novel = [2 * fold + 1, 2 * fold + 2]
         return novel if split != "train" else [c for c in range(1, 9) if c not in novel]
 
-    def _split_items(self, split):
+    def _split_items(self, split, fold=None):
         prefix = "train/" if split == "train" else "val/"
-        return [k for k in self._labels if k.startswith(prefix)]
+        items = [k for k in self._labels if k.startswith(prefix)]
+        if split == "train" and fold is not None and self.options["train_filter"] == "bam":
+            novel = set(self.classes(fold, "val"))
+            items = [k for k in items if not novel & set(self._labels[k])]
+        return items
 
     def items(self, fold, split, class_id):
-        return [k for k in self._split_items(split) if class_id in self._labels[k]]
+        return [k for k in self._split_items(split, fold) if class_id in self._labels[k]]
 
     def query_items(self, fold, split):
         wanted = set(self.classes(fold, split))
-        return [k for k in self._split_items(split) if wanted & set(self._labels[k])]
+        return [k for k in self._split_items(split, fold) if wanted & set(self._labels[k])]
 
     def item_classes(self, fold, split, item):
         return sorted(set(self._labels[item]) & set(self.classes(fold, split)))

@@ -249,7 +249,7 @@ def _make_scene(h, w, seed):
 
 
 def _ours(cls, **extra):
-    method = cls(sam_variant="tiny", checkpoint="none", image_size=IMAGE_SIZE, **extra)
+    method = cls(size="tiny", model={"image_size": IMAGE_SIZE}, **extra)
     method.setup(torch.device("cpu"))
     return method
 

@@ -31,15 +31,15 @@ def test_train_command_writes_the_checkpoint_run_uses(tmp_path, capsys):
                           "method_args.train_if_missing=false", *TINY])
     summary = run(cfg)
     method = summary["method_info"]
-    assert method["vrp_encoder_weights"] == "trained" and method["weights"] == "random"
-    assert method["checkpoint_sha256"] == info["encoder_sha256"]
+    assert method["trained_weights"] == "trained" and method["weights"] == "random"
+    assert method["checkpoint_sha256"] == info["weights_sha256"]
 
 
 def test_run_trains_a_missing_fold_first_and_says_so(tmp_path, capsys):
     cfg = resolve_config([f"results_dir={tmp_path}", "fold=2", "episodes=4", *TINY])
     summary = run(cfg)
     assert "TRAINING IT NOW" in capsys.readouterr().err
-    assert summary["method_info"]["checkpoints"]["2"]["weights"] == "trained"
+    assert summary["method_info"]["fold_weights"]["2"]["weights"] == "trained"
 
 
 def test_train_refuses_methods_without_a_training_step(tmp_path, capsys):

@@ -18,51 +18,38 @@ from torch import Tensor
 from refseg_bench.episodes import Episode, EpisodeBatch
 from refseg_bench.methods.base import Method
 from refseg_bench.methods.persam import cascade, finetune, prior
-from refseg_bench.methods.persam.loading import SamChoice, build_choice, choose_sam
+from refseg_bench.methods.persam.loading import (
+    PerSAMFOptions,
+    PerSAMOptions,
+    SamSpec,
+    build_spec,
+    choose_sam,
+)
 from refseg_bench.methods.persam.references import reference_mask
 from refseg_bench.methods.persam.sam_ops import ImageState, decode, image_state
+from refseg_bench.presets import SizeChoice
 
 
 class _PerSAMBase(Method):
     """Shared set-up: SAM choice and loading, cached encoding, reference handling.
-
-    Options (``configs/methods/persam*.yaml``): ``sam_variant`` (vit_b | vit_l | vit_h |
-    tiny), ``checkpoint`` (auto | none | catalogue name | path), ``image_size`` (SAM input,
-    1024 for official weights), ``fallback_variant`` / ``fallback_image_size`` (the random
-    SAM used when ``auto`` finds no file), ``random_seed`` (random weights),
-    ``reference_mask_value`` (the red value a reference mask is drawn with before SAM's
-    preprocessing; 128 = PerSeg's annotation colour), ``encoder_batch`` (images per encoder
-    forward; 1 = one at a time, as the official code), ``cache_mb`` (embedding cache size).
-    """
+    Options: :class:`~refseg_bench.methods.persam.loading.PerSAMOptions`."""
 
     name: ClassVar[str]
+    Options = PerSAMOptions
 
-    def __init__(self, sam_variant: str = "vit_h", checkpoint: str | None = "auto",
-                 image_size: int = 1024, fallback_variant: str = "tiny",
-                 fallback_image_size: int = 256, random_seed: int = 0,
-                 reference_mask_value: int = prior.PERSEG_FOREGROUND, encoder_batch: int = 1,
-                 cache_mb: int = 2048) -> None:
-        super().__init__(sam_variant=sam_variant, checkpoint=checkpoint, image_size=image_size,
-                         fallback_variant=fallback_variant,
-                         fallback_image_size=fallback_image_size, random_seed=random_seed,
-                         reference_mask_value=reference_mask_value,
-                         encoder_batch=encoder_batch, cache_mb=cache_mb)
-        if not 0 < int(reference_mask_value) < 256:
-            raise ValueError(f"reference_mask_value must be in 1..255, got {reference_mask_value}")
-        if int(encoder_batch) < 1:
-            raise ValueError(f"encoder_batch must be >= 1, got {encoder_batch}")
-        self.choice: SamChoice | None = None
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.choice: SizeChoice | None = None
+        self.spec: SamSpec | None = None
         self.sam = None
 
     def setup(self, device: torch.device, dataset=None) -> None:
         from refseg_bench.models.cache import EmbeddingCache
 
-        o = self.options
         self.device = torch.device(device)
-        self.choice = choose_sam(o["sam_variant"], o["checkpoint"], int(o["image_size"]),
-                                 o["fallback_variant"], int(o["fallback_image_size"]))
-        self.sam = build_choice(self.choice, self.device, int(o["random_seed"]))
-        self.cache = EmbeddingCache(max_bytes=int(o["cache_mb"]) << 20)
+        self.choice, self.spec = choose_sam(self.opts, self.name)
+        self.sam = build_spec(self.spec, self.device, self.opts.random_seed)
+        self.cache = EmbeddingCache(max_bytes=self.opts.cache_mb << 20)
 
     def describe(self) -> dict:
         from refseg_bench.models.provenance import weights_info
@@ -72,7 +59,7 @@ class _PerSAMBase(Method):
                                "is only known once its checkpoint has been looked up)")
         info = weights_info(self.sam)
         out = {"model": info.model, "weights": info.weights, "method": self.name,
-               "sam_fallback": self.choice.fell_back}
+               "size": self.choice.name, "size_reason": self.choice.reason}
         if info.checkpoint is not None:
             out.update(checkpoint=info.checkpoint, checkpoint_sha256=info.sha256)
         if info.note:
@@ -88,7 +75,7 @@ class _PerSAMBase(Method):
 
         if self.sam is None:
             raise RuntimeError(f"{self.name}: call setup(device, dataset) before predict()")
-        step = int(self.options["encoder_batch"])
+        step = self.opts.encoder_batch
         enc = EncoderId.of(self.sam, self.sam.image_encoder.img_size)
         feats = []
         for i in range(0, len(images), step):
@@ -104,7 +91,7 @@ class _PerSAMBase(Method):
 
     def target_embedding(self, states: list[ImageState], masks: list[np.ndarray]) -> Tensor:
         """(C,) the per-reference embeddings (``self.pool``) averaged over references."""
-        value = int(self.options["reference_mask_value"])
+        value = self.opts.reference_mask_value
         embs = []
         for s, m in zip(states, masks, strict=True):
             cells = prior.reference_cells(self.sam, m, tuple(s.features.shape[-2:]), value)
@@ -140,18 +127,16 @@ class PerSAM(_PerSAMBase):
 class PerSAMF(_PerSAMBase):
     """PerSAM-F: PerSAM's prior with a 0.5 max + 0.5 mean embedding and one positive
     point, plus two mask weights fitted on the references (``train_iters`` AdamW steps at
-    ``lr``, ``eps``, ``weight_decay``, cosine schedule, Dice + focal)."""
+    ``lr``, ``eps``, ``weight_decay``, cosine schedule, Dice + focal). The fit needs
+    gradients at test time, so the runner calls ``predict`` outside inference mode."""
 
     name = "persam_f"
+    Options = PerSAMFOptions
+    test_time_grad = True
     pool = staticmethod(prior.max_mean_embedding)
 
-    def __init__(self, train_iters: int = 1000, lr: float = 1e-3, eps: float = 1e-4,
-                 weight_decay: float = 0.01, **options) -> None:
+    def __init__(self, **options) -> None:
         super().__init__(**options)
-        if int(train_iters) < 1:
-            raise ValueError(f"train_iters must be >= 1, got {train_iters}")
-        self.options.update(train_iters=int(train_iters), lr=float(lr), eps=float(eps),
-                            weight_decay=float(weight_decay))
         self.last_fit: finetune.FitResult | None = None
 
     def fit_weights(self, states: list[ImageState], masks: list[np.ndarray],
@@ -166,14 +151,10 @@ class PerSAMF(_PerSAMBase):
             logits.append(out.high_res.flatten(1))
             targets.append(torch.as_tensor(m, dtype=torch.float32,
                                            device=out.high_res.device).reshape(1, -1))
-        o = self.options
-        # The runner predicts under inference mode; fitting needs autograd, and tensors
-        # made in inference mode cannot be saved for backward, hence the clones.
-        with torch.inference_mode(False), torch.enable_grad():
-            logits = [t.clone() for t in logits]
-            targets = [t.clone() for t in targets]
-            return finetune.fit_mask_weights(logits, targets, o["train_iters"], o["lr"],
-                                             o["eps"], o["weight_decay"])
+        o = self.opts
+        with torch.enable_grad():  # the runner predicts under no_grad (test_time_grad)
+            return finetune.fit_mask_weights(logits, targets, o.train_iters, o.lr, o.eps,
+                                             o.weight_decay)
 
     def predict_episode(self, episode: Episode) -> cascade.Segmentation:
         *refs, query = self.encode([*episode.support_images, episode.query_image])

@@ -1,69 +1,98 @@
-"""Which SAM a PerSAM adapter runs on: the configured variant with its catalogue
-checkpoint, or a tiny random SAM when that checkpoint is absent (``checkpoint: auto``)."""
+"""Options of the PerSAM adapters and the SAM they run on.
+
+Which SAM follows the shared real-or-random rule (:mod:`refseg_bench.presets`): ``size:
+auto`` takes the ``real`` preset (SAM ViT-H at 1024 from its catalogue file) when the file
+is in the checkpoint directory, else the ``tiny`` random SAM at 256 with a loud notice;
+``model`` overrides the chosen preset key by key (e.g. ``model.checkpoint=null`` for random
+ViT-H weights in speed measurements, or a file path).
+"""
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from refseg_bench.methods.persam.prior import PERSEG_FOREGROUND
+from refseg_bench.presets import SizeChoice, choose_size, preset_section
+
 SAM_VARIANTS = ("vit_b", "vit_l", "vit_h", "tiny")
+DEFAULT_PRESETS = {
+    "real": {"model": {"sam": "vit_h", "checkpoint": "sam_vit_h", "image_size": 1024}},
+    "tiny": {"model": {"sam": "tiny", "checkpoint": None, "image_size": 256}},
+}
 
 
 @dataclass(frozen=True)
-class SamChoice:
-    """What to build: ``variant`` at ``image_size`` with ``checkpoint`` (a catalogue name or
-    path; None = random weights); ``fell_back`` says ``auto`` found no checkpoint file."""
+class SamSpec:
+    """The SAM: ``sam`` variant, ``checkpoint`` (a catalogue name or file path; None =
+    random weights drawn with ``random_seed``) and square input ``image_size`` (px)."""
 
-    variant: str
-    image_size: int
-    checkpoint: str | None
-    fell_back: bool = False
+    sam: str = "vit_h"
+    checkpoint: str | None = "sam_vit_h"
+    image_size: int = 1024
 
-
-def choose_sam(variant: str, checkpoint: str | None, image_size: int,
-               fallback_variant: str, fallback_image_size: int) -> SamChoice:
-    """Resolve the ``checkpoint`` setting.
-
-    ``auto``: the catalogue checkpoint ``sam_<variant>`` if its file is in the checkpoint
-    directory, else a random ``fallback_variant`` at ``fallback_image_size`` with a
-    warning; ``none``/None: random ``variant`` weights (speed measurements); anything else:
-    a catalogue name or a file path, which must exist.
-    """
-    from refseg_bench.models.checkpoints import checkpoint_dir, resolve_checkpoint
-
-    if variant not in SAM_VARIANTS:
-        raise ValueError(f"sam_variant must be one of {SAM_VARIANTS}, got {variant!r}")
-    if checkpoint is None or str(checkpoint).lower() in ("none", "null", "random"):
-        return SamChoice(variant, image_size, None)
-    if checkpoint != "auto":
-        return SamChoice(variant, image_size, str(checkpoint))
-    if variant == "tiny":
-        return SamChoice(variant, image_size, None)
-    path, _ = resolve_checkpoint(f"sam_{variant}")
-    if path.is_file():
-        return SamChoice(variant, image_size, f"sam_{variant}")
-    warnings.warn(
-        f"PerSAM: no SAM checkpoint at {path} (checkpoint=auto); running on a RANDOM "
-        f"{fallback_variant} SAM at {fallback_image_size} px instead. Results are a pipeline "
-        f"check only and are recorded with weights=random. Fetch the weights with "
-        f"`refseg-bench checkpoints fetch sam_{variant}` (directory: {checkpoint_dir()}).",
-        RuntimeWarning, stacklevel=3,
-    )
-    return SamChoice(fallback_variant, fallback_image_size, None, fell_back=True)
+    def __post_init__(self) -> None:
+        if self.sam not in SAM_VARIANTS:
+            raise ValueError(f"model.sam must be one of {SAM_VARIANTS}; got {self.sam!r}")
 
 
-def build_choice(choice: SamChoice, device: torch.device, seed: int = 0):
-    """The SAM of ``choice`` in eval mode on ``device``, parameters frozen. Random weights
+@dataclass(frozen=True)
+class PerSAMOptions:
+    """``random_seed``: random weights; ``reference_mask_value``: the red value a reference
+    mask is drawn with before SAM's preprocessing (PerSeg's 128), which sets which feature
+    cells count as foreground; ``encoder_batch``: images per encoder forward (1 = one at a
+    time, as the official code); ``cache_mb``: embedding cache size (MiB)."""
+
+    size: str = "auto"
+    presets: dict = field(default_factory=lambda: dict(DEFAULT_PRESETS))
+    model: dict = field(default_factory=dict)
+    random_seed: int = 0
+    reference_mask_value: int = PERSEG_FOREGROUND
+    encoder_batch: int = 1
+    cache_mb: int = 2048
+
+    def __post_init__(self) -> None:
+        if not 0 < self.reference_mask_value < 256:
+            raise ValueError(f"reference_mask_value must be in 1..255, got "
+                             f"{self.reference_mask_value}")
+        if self.encoder_batch < 1:
+            raise ValueError(f"encoder_batch must be >= 1, got {self.encoder_batch}")
+
+
+@dataclass(frozen=True)
+class PerSAMFOptions(PerSAMOptions):
+    """PerSAM-F's fitting: ``train_iters`` AdamW steps at ``lr``, ``eps``, ``weight_decay``."""
+
+    train_iters: int = 1000
+    lr: float = 1e-3
+    eps: float = 1e-4
+    weight_decay: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.train_iters < 1:
+            raise ValueError(f"train_iters must be >= 1, got {self.train_iters}")
+
+
+def choose_sam(opts: PerSAMOptions, method: str) -> tuple[SizeChoice, SamSpec]:
+    """The preset taken by the size rule and its SAM spec (overrides applied)."""
+    real = preset_section(opts.presets, "real", "model", SamSpec, opts.model, method) \
+        if opts.size in ("auto", "real") else None
+    choice = choose_size(opts.size, method, [real.checkpoint] if real else [None])
+    return choice, preset_section(opts.presets, choice.name, "model", SamSpec, opts.model,
+                                  method)
+
+
+def build_spec(spec: SamSpec, device: torch.device, seed: int = 0):
+    """The SAM of ``spec`` in eval mode on ``device``, parameters frozen. Random weights
     are drawn from torch's generator seeded with ``seed`` inside a forked RNG state, so a
     random-weight run is reproducible and the caller's RNG is untouched."""
     from refseg_bench.models.sam import build_sam
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        sam = build_sam(choice.variant, choice.checkpoint, device,
-                        image_size=choice.image_size)
+        sam = build_sam(spec.sam, spec.checkpoint, device, image_size=spec.image_size)
     for p in sam.parameters():
         p.requires_grad_(False)
     return sam

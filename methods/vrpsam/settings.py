@@ -2,20 +2,18 @@
 
 Two presets: ``real`` (SAM ViT-H and ResNet-50 v2 from their official files, 512 input, the
 official 50-epoch recipe) and ``tiny`` (a tiny random SAM and backbone with a small
-budget, for CPU runs and tests). ``size: auto`` takes ``real`` when both official files are
-in the checkpoint directory and ``tiny`` otherwise. ``model`` and ``train`` override the
-chosen preset key by key.
+budget, for CPU runs and tests), chosen by the shared ``size`` rule
+(:mod:`refseg_bench.presets`). ``model`` and ``train`` override the chosen preset key by key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 from refseg_bench.errors import ConfigError
 from refseg_bench.methods.vrpsam.trainer import TrainSettings
-
-SIZES = ("auto", "real", "tiny")
+from refseg_bench.presets import choose_size, preset_section
+from refseg_bench.trained.weights import TrainedOptions
 
 
 @dataclass(frozen=True)
@@ -53,48 +51,29 @@ class Preset:
     train: TrainSettings
 
 
-@dataclass
-class VRPSAMOptions:
-    """Everything ``from_config`` accepts; see the YAML file for each key's meaning."""
+@dataclass(frozen=True)
+class VRPSAMOptions(TrainedOptions):
+    """Everything ``from_config`` accepts; see the YAML file for each key's meaning
+    (``checkpoint``, ``checkpoint_dir``, ``train_if_missing`` and ``untrained`` are the
+    options every trained method shares)."""
 
     size: str = "auto"
     presets: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
-    checkpoint: str | None = None
-    checkpoint_dir: str = "results/checkpoints"
-    train_if_missing: bool = True
-    untrained: bool = False
     batch_size: int = 8
     train_workers: int = 0
 
-
-def _typed(cls, values: dict, where: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown vrpsam option(s) {where}.{unknown}; known: {sorted(known)}")
-    values = dict(values)
-    if "betas" in values:
-        values["betas"] = tuple(values["betas"])
-    return cls(**values)
-
-
-def parse_options(raw: dict) -> VRPSAMOptions:
-    opts = _typed(VRPSAMOptions, raw, "method_args")
-    if opts.size not in SIZES:
-        raise ConfigError(f"vrpsam method_args.size must be one of {SIZES}; got {opts.size!r}")
-    return opts
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.train_workers < 0:
+            raise ValueError(f"batch_size must be >= 1 and train_workers >= 0; got "
+                             f"{self.batch_size} and {self.train_workers}")
 
 
 def preset(opts: VRPSAMOptions, name: str) -> Preset:
     """Preset ``name`` from the options, with ``model`` and ``train`` overrides applied."""
-    if name not in opts.presets:
-        raise ConfigError(f"vrpsam has no preset {name!r}; configured: {sorted(opts.presets)}")
-    body = dict(opts.presets[name])
-    model = _typed(ModelSpec, {**body.get("model", {}), **opts.model}, f"presets.{name}.model")
-    train = _typed(TrainSettings, {**body.get("train", {}), **opts.train},
-                   f"presets.{name}.train")
+    model = preset_section(opts.presets, name, "model", ModelSpec, opts.model, "vrpsam")
+    train = preset_section(opts.presets, name, "train", TrainSettings, opts.train, "vrpsam")
     if model.sam_checkpoint is not None and (model.prompt_scale, model.logit_scale) != (1, 1):
         raise ConfigError(
             f"vrpsam preset {name!r}: prompt_scale={model.prompt_scale} and logit_scale="
@@ -103,31 +82,12 @@ def preset(opts: VRPSAMOptions, name: str) -> Preset:
     return Preset(model, train)
 
 
-def official_files_present(spec: ModelSpec) -> tuple[bool, list[str]]:
-    """Whether the SAM and backbone checkpoint files of ``spec`` exist locally; also the
-    missing paths, for the message that explains a fall-back to ``tiny``."""
-    from refseg_bench.models.checkpoints import resolve_checkpoint
-
-    missing = []
-    for ref in (spec.sam_checkpoint, spec.backbone_checkpoint):
-        if ref is None:
-            continue
-        path, _ = resolve_checkpoint(ref)
-        if not Path(path).is_file():
-            missing.append(str(path))
-    return not missing, missing
-
-
 def choose_preset(opts: VRPSAMOptions) -> tuple[str, Preset, str]:
-    """(name, preset, reason): ``auto`` resolves to ``real`` only when its files exist."""
-    if opts.size != "auto":
-        return opts.size, preset(opts, opts.size), f"size={opts.size} configured"
-    real = preset(opts, "real")
-    ok, missing = official_files_present(real.model)
-    if ok:
-        return "real", real, "official SAM and backbone checkpoints found"
-    return "tiny", preset(opts, "tiny"), ("official checkpoints missing (" + ", ".join(missing)
-                                          + "): using the tiny random SAM and backbone")
+    """(name, preset, reason) by the shared real-or-random rule (:mod:`refseg_bench.presets`)."""
+    real = preset(opts, "real") if "real" in opts.presets else None
+    refs = [real.model.sam_checkpoint, real.model.backbone_checkpoint] if real else [None]
+    choice = choose_size(opts.size, "vrpsam", refs)
+    return choice.name, preset(opts, choice.name), choice.reason
 
 
 def with_model(p: Preset, **changes) -> Preset:

@@ -4,12 +4,14 @@ Recipe (official defaults): AdamW (lr 1e-4, weight decay 1e-6, betas 0.9/0.999) 
 three learnable modules, cosine annealing stepped every iteration over all epochs, loss
 BCE + Dice at the encoder input size, 1-shot episodes, seed 321, 50 epochs, batch 8.
 
-Episodes come from the dataset's ``train`` split and its base classes only
-(``classes(fold, "train")``), drawn by the shared sampler: each epoch is one pass over the
-training query list in a freshly shuffled order, the class drawn among the base classes
-present in the query, as the official PASCAL loader does. With ``exclude_novel_images``
-(default, like VRP-SAM's BAM-filtered lists) an image that shows any novel class at all
-is never used, not even as background.
+Episodes come from the dataset's base-only ``train`` view
+(:meth:`~refseg_bench.datasets.base.FoldedDataset.base_only_training`: no image with a novel
+class, like VRP-SAM's BAM-filtered lists), drawn by the shared sampler
+(:mod:`refseg_bench.trained.data`). ``sampler`` chooses how: ``file_order`` (the harness
+default: one pass over the training queries per epoch, the class drawn among the query's
+base classes, as the official PASCAL loader), ``class_uniform`` (class first, as the
+official COCO loader), or ``official`` (whichever of the two the official loader of the
+dataset uses: ``class_uniform`` on COCO-20i, ``file_order`` elsewhere).
 
 Randomness is per step and scoped: dropout draws from a generator seeded by
 ``(seed, step)`` inside ``torch.random.fork_rng``, and each epoch's episodes come from the
@@ -18,34 +20,26 @@ sampler seeded by ``(seed, epoch)``, so a resumed run continues exactly where it
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from refseg_bench.datasets.base import FoldedDataset
 from refseg_bench.episodes import Annotation, Episode
-from refseg_bench.loading import EpisodeDataset, collate
 from refseg_bench.methods.vrpsam.inputs import episode_tensors, label_tensor
 from refseg_bench.methods.vrpsam.losses import vrp_loss
 from refseg_bench.methods.vrpsam.network import VRPSAMNet
-from refseg_bench.protocols import Protocol
-from refseg_bench.sampler import sample_episodes
 
-TRAIN_PROTOCOL = Protocol(
-    name="vrpsam-train", description="VRP-SAM training: every training query once per epoch, "
-    "class drawn among its base classes, distinct supports", sampler="file_order",
-    episodes=0, seed=321, distinct_supports=True, family="VRP-SAM")
+SAMPLERS = ("file_order", "class_uniform", "official")
+# The official loaders' episode rule per dataset (VRP-SAM data/pascal.py, data/coco.py).
+OFFICIAL_SAMPLER = {"coco20i": "class_uniform"}
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     """Training hyperparameters (official values as defaults; ``epochs`` and
-    ``episodes_per_epoch`` are the budget knobs). ``episodes_per_epoch=None``: one pass over
-    the fold's training queries."""
+    ``episodes_per_epoch`` are the budget knobs). ``episodes_per_epoch=None``: as many
+    episodes as the fold has training queries."""
 
     epochs: int = 50
     episodes_per_epoch: int | None = None
@@ -55,66 +49,24 @@ class TrainSettings:
     betas: tuple[float, float] = (0.9, 0.999)
     seed: int = 321
     shot: int = 1
-    exclude_novel_images: bool = True
+    sampler: str = "file_order"
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"train.sampler must be one of {SAMPLERS}; got {self.sampler!r}")
+        if min(self.epochs, self.batch_size, self.shot) < 1:
+            raise ValueError("train.epochs, train.batch_size and train.shot must be >= 1")
+
+    def sampler_for(self, dataset: str) -> str:
+        """The episode rule used on ``dataset`` (resolves ``official``)."""
+        if self.sampler != "official":
+            return self.sampler
+        return OFFICIAL_SAMPLER.get(dataset, "file_order")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
         return d
-
-
-@dataclass
-class TrainProgress:
-    """Where training stands; ``losses`` holds one float per optimisation step."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0
-    losses: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-class BaseOnlyView(FoldedDataset):
-    """A read-only view of ``dataset`` whose training lists drop every image that shows a
-    novel class of ``fold`` (BAM's filter, used by VRP-SAM's lists). Other splits and the
-    pixels pass through unchanged."""
-
-    def __init__(self, dataset: FoldedDataset, fold: int) -> None:
-        self.inner, self.fold = dataset, fold
-        self.name, self.n_folds = dataset.name, dataset.n_folds
-        self.root, self.options = dataset.root, dataset.options
-        self._clean: dict[str, bool] = {}
-
-    @property
-    def class_names(self):
-        return self.inner.class_names
-
-    def classes(self, fold, split):
-        return self.inner.classes(fold, split)
-
-    def _keep(self, item: str) -> bool:
-        if item not in self._clean:
-            self._clean[item] = not self.inner.item_classes(self.fold, "val", item)
-        return self._clean[item]
-
-    def items(self, fold, split, class_id):
-        items = self.inner.items(fold, split, class_id)
-        return [i for i in items if self._keep(i)] if split == "train" else items
-
-    def query_items(self, fold, split):
-        items = self.inner.query_items(fold, split)
-        return [i for i in items if self._keep(i)] if split == "train" else items
-
-    def item_classes(self, fold, split, item):
-        return self.inner.item_classes(fold, split, item)
-
-    def load_image(self, item):
-        return self.inner.load_image(item)
-
-    def load_mask(self, item, class_id):
-        return self.inner.load_mask(item, class_id)
-
-    def fingerprint(self, fold, split):
-        return self.inner.fingerprint(fold, split) + ("-base-only" if split == "train" else "")
 
 
 def training_annotation(ann: Annotation, rng: np.random.Generator) -> Annotation:
@@ -130,42 +82,12 @@ def training_annotation(ann: Annotation, rng: np.random.Generator) -> Annotation
     return Annotation("point", raster=raster, points=pts, point_labels=ann.point_labels[keep])
 
 
-def epoch_episodes(dataset: FoldedDataset, fold: int, settings: TrainSettings, epoch: int):
-    """The epoch's episode specs in training order (a pure function of its arguments)."""
-    n = settings.episodes_per_epoch or len(dataset.query_items(fold, "train"))
-    seed = settings.seed * 1000 + epoch
-    specs = list(sample_episodes(dataset, fold, "train", settings.shot, n, seed,
-                                 TRAIN_PROTOCOL).episodes)
-    order = np.random.default_rng([settings.seed, epoch]).permutation(len(specs))
-    return [specs[i] for i in order]
-
-
-def iter_batches(dataset: FoldedDataset, specs, annotation: str, batch_size: int,
-                 num_workers: int = 0) -> Iterator[tuple[list[Episode], list[np.ndarray]]]:
-    """Load training episodes in batches: (episodes, query labels), in ``specs`` order.
-    ``num_workers`` loader processes decode images in parallel; every episode is fixed by
-    its spec, so the worker count never changes what is trained on. Episodes whose support
-    cannot be annotated (no foreground) are dropped."""
-    loader = torch.utils.data.DataLoader(
-        EpisodeDataset(dataset, list(specs), annotation), batch_size=batch_size,
-        num_workers=num_workers, collate_fn=collate)
-    for batch in loader:
-        episodes, labels = [], []
-        for loaded in batch:
-            if loaded.episode is None:
-                continue
-            rng = np.random.default_rng([loaded.spec.seed, 1])
-            loaded.episode.annotations = [training_annotation(a, rng)
-                                          for a in loaded.episode.annotations]
-            episodes.append(loaded.episode)
-            labels.append(loaded.label)
-        if episodes:
-            yield episodes, labels
-
-
-def steps_per_epoch(dataset: FoldedDataset, fold: int, settings: TrainSettings) -> int:
-    n = settings.episodes_per_epoch or len(dataset.query_items(fold, "train"))
-    return math.ceil(n / settings.batch_size)
+def with_training_clicks(episodes: list[Episode]) -> list[Episode]:
+    """Each episode's point annotations re-drawn in training mode, seeded by the episode."""
+    for e in episodes:
+        rng = np.random.default_rng([e.spec.seed, 1])
+        e.annotations = [training_annotation(a, rng) for a in e.annotations]
+    return episodes
 
 
 def make_optimizer(net: VRPSAMNet, settings: TrainSettings, total_steps: int):
@@ -192,27 +114,3 @@ def train_step(net: VRPSAMNet, episodes: list[Episode], labels: list[np.ndarray]
         opt.step()
         sched.step()
     return float(loss.detach())
-
-
-def run_epochs(net: VRPSAMNet, dataset: FoldedDataset, fold: int, annotation: str,
-               settings: TrainSettings, opt, sched, progress: TrainProgress,
-               on_step: Callable[[TrainProgress], None], on_epoch: Callable[[TrainProgress], None],
-               num_workers: int = 0) -> TrainProgress:
-    """Train from ``progress.epoch`` to ``settings.epochs``, calling ``on_step`` after every
-    step and ``on_epoch`` after every epoch (checkpointing happens there)."""
-    if settings.exclude_novel_images:
-        dataset = BaseOnlyView(dataset, fold)
-    for epoch in range(progress.epoch, settings.epochs):
-        t0 = time.perf_counter()
-        specs = epoch_episodes(dataset, fold, settings, epoch)
-        batches = iter_batches(dataset, specs, annotation, settings.batch_size, num_workers)
-        for episodes, labels in batches:
-            loss = train_step(net, episodes, labels, opt, sched, settings.seed, progress.step)
-            progress.step += 1
-            progress.losses.append(loss)
-            on_step(progress)
-        progress.epoch = epoch + 1
-        progress.seconds += time.perf_counter() - t0
-        on_epoch(progress)
-    net.encoder.eval()
-    return progress

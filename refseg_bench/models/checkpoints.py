@@ -25,6 +25,7 @@ import torch
 
 from refseg_bench.errors import CheckpointError
 from refseg_bench.models.provenance import WeightsInfo
+from refseg_bench.trust import file_kind
 
 CHECKPOINTS_ENV = "REFSEG_BENCH_CHECKPOINTS"
 _HASH_CHUNK = 1 << 22  # 4 MiB reads: hashing a 2.5 GB file stays I/O bound
@@ -268,7 +269,7 @@ def load_checkpoint_into(
     (``weights="official"``); otherwise the weights are ``unverified``. ``key`` defaults to
     the catalogue entry's ``state_dict_key``. ``prefixes`` are stripped, then ``convert``
     (an explicit key renaming, e.g. official names to ours) is applied before the strict
-    load.
+    load. The trust kind follows :func:`refseg_bench.trust.file_kind`.
     """
     path, entry = resolve_checkpoint(checkpoint)
     expected = entry.sha256 if entry else None
@@ -278,15 +279,17 @@ def load_checkpoint_into(
     if convert is not None:
         state_dict = convert(state_dict)
     load_strict(module, state_dict, strip_prefixes=())
-    if entry is None:
-        note = "file not in the checkpoint catalogue"
-    elif expected is None:
-        note = f"no published sha256 for {entry.name}; computed hash recorded"
-    else:
+    sha = sha256_file(path)
+    kind, published = file_kind(sha)  # official only on a published sha256, by hash
+    if kind == "official":
         note = ""
+    elif entry is None:
+        note = "file not in the checkpoint catalogue"
+    else:
+        note = f"no published sha256 for {entry.name}; computed hash recorded"
     return WeightsInfo(
-        model=model, weights="unverified" if note else "official", checkpoint=str(path),
-        sha256=sha256_file(path), catalogue_name=entry.name if entry else None, note=note,
+        model=model, weights=kind, checkpoint=str(path), sha256=sha,
+        catalogue_name=published or (entry.name if entry else None), note=note,
     )
 
 

@@ -15,7 +15,7 @@ from refseg_bench.methods.persam.adapter import PerSAM, PerSAMF
 from refseg_bench.methods.persam.references import reference_mask
 from refseg_bench.registry import METHODS, load_builtin_entries
 
-TINY = dict(sam_variant="tiny", checkpoint="none", image_size=256)
+TINY = dict(size="tiny")
 
 
 def _episode(kind: str, shot: int, seed: int = 0) -> Episode:
@@ -93,10 +93,16 @@ def test_persam_f_fits_weights_that_sum_to_one(methods):
     assert torch.isclose(m.last_fit.weights.sum(), torch.tensor(1.0), atol=1e-6)
 
 
-def test_persam_f_fits_under_inference_mode(methods):
-    """The runner predicts under ``torch.inference_mode()``; fitting must still work."""
-    with torch.inference_mode():
-        out = methods["persam_f"].predict(EpisodeBatch([_episode("box", 1, 4)], "box"))
+def test_persam_f_fits_in_the_runners_grad_mode(methods):
+    """PerSAM-F declares test-time gradients: the runner predicts under no_grad, not
+    inference mode, and the fit turns gradients on itself."""
+    from refseg_bench.runner import grad_mode
+
+    method = methods["persam_f"]
+    assert method.test_time_grad and not methods["persam"].test_time_grad
+    with grad_mode(method):
+        assert not torch.is_inference_mode_enabled()
+        out = method.predict(EpisodeBatch([_episode("box", 1, 4)], "box"))
     assert out[0].shape == (83, 110)
     assert len(set(methods["persam_f"].last_fit.losses)) > 1
 
@@ -104,28 +110,30 @@ def test_persam_f_fits_under_inference_mode(methods):
 def test_describe_reports_random_weights(methods):
     d = methods["persam"].describe()
     assert d["weights"] == "random" and d["model"] == "sam/tiny@256"
-    assert d["method"] == "persam" and d["sam_fallback"] is False
+    assert d["method"] == "persam" and d["size"] == "tiny"
 
 
-def test_auto_without_checkpoint_falls_back_loudly(tmp_path, monkeypatch):
+def test_auto_without_checkpoint_falls_back_loudly(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REFSEG_BENCH_CHECKPOINTS", str(tmp_path))
-    m = PerSAM(sam_variant="vit_h", checkpoint="auto", fallback_image_size=256)
-    with pytest.warns(RuntimeWarning, match="RANDOM tiny SAM"):
-        m.setup(torch.device("cpu"))
+    m = PerSAM(size="auto")
+    m.setup(torch.device("cpu"))
+    err = capsys.readouterr().err
+    assert "RANDOM" in err and "sam_vit_h_4b8939.pth" in err
     d = m.describe()
-    assert d["weights"] == "random" and d["sam_fallback"] is True
+    assert d["weights"] == "random" and d["size"] == "tiny"
+    assert "official checkpoints missing" in d["size_reason"]
     assert d["model"] == "sam/tiny@256"
 
 
 def test_auto_uses_the_catalogue_file_when_present(tmp_path, monkeypatch):
-    from refseg_bench.methods.persam.loading import choose_sam
+    from refseg_bench.methods.persam.loading import PerSAMOptions, choose_sam
     from refseg_bench.models.checkpoints import catalogue_entry
 
     monkeypatch.setenv("REFSEG_BENCH_CHECKPOINTS", str(tmp_path))
     (tmp_path / catalogue_entry("sam_vit_h").file_name).write_bytes(b"")
-    choice = choose_sam("vit_h", "auto", 1024, "tiny", 256)
-    assert (choice.variant, choice.image_size, choice.checkpoint) == ("vit_h", 1024, "sam_vit_h")
-    assert not choice.fell_back
+    choice, spec = choose_sam(PerSAMOptions(), "persam")
+    assert (spec.sam, spec.image_size, spec.checkpoint) == ("vit_h", 1024, "sam_vit_h")
+    assert choice.name == "real"
 
 
 def test_checkpoint_file_is_loaded_and_described(tmp_path):
@@ -133,7 +141,7 @@ def test_checkpoint_file_is_loaded_and_described(tmp_path):
 
     path = tmp_path / "tiny_sam.pth"
     torch.save(tiny_sam(seed=7).state_dict(), path)
-    m = PerSAM(sam_variant="tiny", checkpoint=str(path), image_size=256)
+    m = PerSAM(size="tiny", model={"checkpoint": str(path)})
     m.setup(torch.device("cpu"))
     d = m.describe()
     assert d["weights"] == "unverified" and d["checkpoint"] == str(path)
@@ -150,13 +158,16 @@ def test_registered_and_configured():
     cfg = resolve_config(["method=persam_f"])
     method = build_method(cfg)
     assert isinstance(method, PerSAMF)
-    assert method.options["sam_variant"] == "vit_h" and method.options["train_iters"] == 1000
-    assert method.options["lr"] == 1e-3 and method.options["checkpoint"] == "auto"
+    assert method.opts.presets["real"]["model"]["sam"] == "vit_h"
+    assert method.opts.train_iters == 1000 and method.opts.lr == 1e-3
+    assert method.opts.size == "auto" and method.options["size"] == "auto"
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match="sam_variant"):
-        PerSAM(sam_variant="vit_x").setup(torch.device("cpu"))
+    with pytest.raises(ValueError, match="model.sam"):
+        PerSAM(size="tiny", model={"sam": "vit_x"}).setup(torch.device("cpu"))
+    with pytest.raises(ValueError, match="sam_variant"):  # the old name is refused by name
+        PerSAM(sam_variant="vit_h")
     with pytest.raises(ValueError, match="train_iters"):
         PerSAMF(train_iters=0)
     with pytest.raises(RuntimeError, match="setup"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from vrpsam_testing import ListDataset, tiny_method, val_batch
+from vrpsam_testing import begin, tiny_method, val_batch
 
 from refseg_bench.episodes import Annotation
 from refseg_bench.errors import CheckpointError
@@ -23,6 +23,7 @@ def untrained(tmp_path_factory):
 @pytest.mark.parametrize("shot", [1, 3])
 def test_predict_shapes_for_every_annotation_and_shot(untrained, annotation, shot):
     batch = val_batch(untrained.dataset, fold=1, shot=shot, annotation=annotation)
+    begin(untrained, 1, annotation, shot)
     with torch.inference_mode():
         preds = untrained.predict(batch)
     assert len(preds) == len(batch)
@@ -66,9 +67,14 @@ def test_points_survive_shrinking():
 
 def test_missing_checkpoint_without_training_says_how_to_train(tmp_path):
     method = tiny_method(tmp_path, train_if_missing=False)
-    batch = val_batch(method.dataset, fold=2, shot=1, annotation="box", n=1)
     with pytest.raises(CheckpointError, match="refseg-bench train method=vrpsam.*fold=2"):
-        method.predict(batch)
+        begin(method, 2, "box")
+
+
+def test_predict_before_the_unit_is_announced_is_refused(tmp_path):
+    method = tiny_method(tmp_path, untrained=True)
+    with pytest.raises(RuntimeError, match="begin_unit"):
+        method.predict(val_batch(method.dataset, fold=0, shot=1, annotation="mask", n=1))
 
 
 def test_external_checkpoint_per_fold_is_loaded_and_described(tmp_path, untrained):
@@ -79,14 +85,16 @@ def test_external_checkpoint_per_fold_is_loaded_and_described(tmp_path, untraine
             untrained.net.encoder.merge_1[0].weight.fill_(0.01 * (fold + 1))
         store.save_encoder(untrained.net.encoder, tmp_path / f"vrp_fold{fold}.pt")
     method = tiny_method(tmp_path / "unused", checkpoint=str(tmp_path / "vrp_fold{fold}.pt"))
-    ds = ListDataset()
-    batch = val_batch(ds, 0, 1, "mask", n=1)
-    batch.episodes += val_batch(ds, 1, 1, "mask", n=1).episodes
-    with torch.inference_mode():
-        method.predict(batch)
+    for fold in (0, 1):
+        begin(method, fold)
+        with torch.inference_mode():
+            method.predict(val_batch(method.dataset, fold, 1, "mask", n=1))
+        assert float(method.net.encoder.merge_1[0].weight[0, 0].detach()) == \
+            pytest.approx(0.01 * (fold + 1))
     info = method.describe()
-    assert set(info["checkpoints"]) == {"0", "1"}
-    assert info["vrp_encoder_weights"] == "official"
+    assert set(info["fold_weights"]) == {"0", "1"}
+    assert {v["source"] for v in info["fold_weights"].values()} == {"checkpoint"}
+    # A file given by path has no published sha256: never "official".
+    assert info["trained_weights"] == "unverified"
     assert info["weights"] == "random"  # the tiny SAM and backbone are random
     assert len(info["checkpoint_sha256"]) == 2
-    assert float(method.net.encoder.merge_1[0].weight[0, 0].detach()) == pytest.approx(0.02)

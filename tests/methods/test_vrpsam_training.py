@@ -9,18 +9,20 @@ import pytest
 import torch
 from vrpsam_testing import ListDataset, tiny_method
 
-from refseg_bench.methods.vrpsam import fit as fit_module
 from refseg_bench.methods.vrpsam import store
 from refseg_bench.methods.vrpsam import trainer as T
+from refseg_bench.trained import loop as loop_module
+from refseg_bench.trained import store as tstore
+from refseg_bench.trained.data import epoch_specs, iter_batches
 
 CPU = torch.device("cpu")
 
 
 def test_training_steps_reduce_the_loss_on_a_fixed_batch(tmp_path):
     method = tiny_method(tmp_path)
-    ds, settings = method.dataset, method.preset.train
-    specs = T.epoch_episodes(T.BaseOnlyView(ds, 0), 0, settings, 0)[:4]
-    episodes, labels = next(T.iter_batches(ds, specs, "mask", 4))
+    ds, settings = method.dataset.base_only_training(), method.preset.train
+    specs = epoch_specs(ds, 0, shot=1, n=None, seed=settings.seed, epoch=0)[:4]
+    episodes, labels = next(iter_batches(ds, specs, "mask", 4))
     opt, sched = T.make_optimizer(method.net, settings, total_steps=10**6)
     losses = [T.train_step(method.net, episodes, labels, opt, sched, 0, i) for i in range(12)]
     assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
@@ -33,11 +35,11 @@ def test_fit_writes_official_checkpoint_curve_and_info(tmp_path):
     assert str(directory) == report["directory"]
     assert directory.relative_to(tmp_path).parts == (
         "vrpsam", "fake", "fold0", "resnet_v2_tiny_tiny_mask_1shot_64px")
-    for name in (store.ENCODER_FILE, store.STATE_FILE, store.INFO_FILE, store.CURVE_FILE):
+    for name in (store.ENCODER_FILE, tstore.STATE_FILE, tstore.INFO_FILE, tstore.CURVE_FILE):
         assert (directory / name).is_file(), name
-    info = json.loads((directory / store.INFO_FILE).read_text())
+    info = json.loads((directory / tstore.INFO_FILE).read_text())
     assert info["complete"] and info["epochs_done"] == 2 and info["steps"] == 4
-    assert info["encoder_sha256"] == report["sha256"]
+    assert info["weights_sha256"] == report["sha256"]
     keys = torch.load(directory / store.ENCODER_FILE, weights_only=True).keys()
     assert all(k.startswith("module.") for k in keys) and "module.layer0.0.weight" in keys
     # Fitting again finds the finished run and trains nothing.
@@ -48,29 +50,29 @@ def test_fit_writes_official_checkpoint_curve_and_info(tmp_path):
 def test_interrupted_training_resumes_from_the_saved_step(tmp_path, monkeypatch):
     full = tiny_method(tmp_path / "full")
     reference = full.fit(full.dataset, 0, annotation="mask", device=CPU, progress=False)
-    ref_losses = torch.load(full.checkpoint_directory(full.dataset, 0, "mask") / store.STATE_FILE,
+    ref_losses = torch.load(full.checkpoint_directory(full.dataset, 0, "mask") / tstore.STATE_FILE,
                             weights_only=True)["losses"].tolist()
 
     method = tiny_method(tmp_path / "killed")
-    real_checkpoint = fit_module._checkpoint
+    real_checkpoint = loop_module._checkpoint
 
     def checkpoint_then_die(*args, **kwargs):
         real_checkpoint(*args, **kwargs)
         raise KeyboardInterrupt("simulated kill after the first epoch")
 
-    monkeypatch.setattr(fit_module, "_checkpoint", checkpoint_then_die)
+    monkeypatch.setattr(loop_module, "_checkpoint", checkpoint_then_die)
     with pytest.raises(KeyboardInterrupt):
         method.fit(method.dataset, 0, annotation="mask", device=CPU, progress=False)
     directory = method.checkpoint_directory(method.dataset, 0, "mask")
-    assert not store.is_complete(directory)
-    saved = torch.load(directory / store.STATE_FILE, weights_only=True)
+    assert not tstore.is_complete(directory, store.ENCODER_FILE)
+    saved = torch.load(directory / tstore.STATE_FILE, weights_only=True)
     assert saved["epoch"] == 1 and saved["step"] == 2
-    monkeypatch.setattr(fit_module, "_checkpoint", real_checkpoint)
+    monkeypatch.setattr(loop_module, "_checkpoint", real_checkpoint)
 
     resumed = tiny_method(tmp_path / "killed")  # a new process: fresh networks
     report = resumed.fit(resumed.dataset, 0, annotation="mask", device=CPU, progress=False)
     assert report["resumed_from_epoch"] == 1 and report["steps"] == 4
-    losses = torch.load(directory / store.STATE_FILE, weights_only=True)["losses"].tolist()
+    losses = torch.load(directory / tstore.STATE_FILE, weights_only=True)["losses"].tolist()
     assert losses == pytest.approx(ref_losses, rel=1e-5)
     assert report["sha256"] == reference["sha256"]
 
@@ -86,12 +88,16 @@ def test_changed_settings_refuse_to_resume(tmp_path):
 
 
 class SpyDataset(ListDataset):
-    """Records every image and label the trainer reads."""
+    """Records every image and label the trainer reads (in ``log``, shared with the
+    base-only view the trainer builds from it)."""
 
-    def __init__(self, **kw):
+    def __init__(self, log: dict | None = None, **kw):
         super().__init__(**kw)
-        self.images: list[str] = []
-        self.masks: list[tuple[str, int]] = []
+        self.log = log if log is not None else {"images": [], "masks": []}
+        self.images, self.masks = self.log["images"], self.log["masks"]
+
+    def with_options(self, **changes):
+        return type(self)(log=self.log, **{**self._init_call[1], **changes})
 
     def load_image(self, item):
         self.images.append(item)
@@ -111,17 +117,19 @@ def test_training_never_uses_a_novel_class_image_or_label(tmp_path, fold):
     assert any(set(ds._labels[i]) & novel for i in ds._split_items("train"))
     method = tiny_method(tmp_path, dataset=ds, train={"epochs": 3, "episodes_per_epoch": 16})
     seen_targets = []
-    real_step = T.train_step
+    from refseg_bench.methods.vrpsam import fit as fit_module
+
+    real_step = fit_module.train_step
 
     def spy_step(net, episodes, labels, *args):
         seen_targets.extend(zip([e.spec for e in episodes], labels, strict=True))
         return real_step(net, episodes, labels, *args)
 
-    T.train_step, saved = spy_step, T.train_step
+    fit_module.train_step = spy_step
     try:
         method.fit(ds, fold, annotation="mask", device=CPU, progress=False)
     finally:
-        T.train_step = saved
+        fit_module.train_step = real_step
     assert ds.images and len(seen_targets) == 48
     for item in ds.images:
         assert item.startswith("train/"), item  # never an image of the novel (val) pool
@@ -147,8 +155,8 @@ def test_real_size_training_step_on_gpu(tmp_path):
                     checkpoint_dir=str(tmp_path), untrained=True)
     ds = ListDataset()
     method.setup(torch.device("cuda"), ds)
-    specs = T.epoch_episodes(T.BaseOnlyView(ds, 0), 0, method.preset.train, 0)[:2]
-    episodes, labels = next(T.iter_batches(ds, specs, "mask", 2))
+    specs = epoch_specs(ds.base_only_training(), 0, shot=1, n=2, seed=321, epoch=0)
+    episodes, labels = next(iter_batches(ds, specs, "mask", 2))
     opt, sched = T.make_optimizer(method.net, method.preset.train, total_steps=10)
     before = method.net.encoder.merge_1[0].weight.detach().clone()
     loss = T.train_step(method.net, episodes, labels, opt, sched, 0, 0)

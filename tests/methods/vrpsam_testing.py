@@ -37,10 +37,17 @@ def tiny_method(checkpoint_dir: Path, dataset=None, **overrides):
     return method
 
 
+def begin(method, fold: int, annotation: str = "mask", shot: int = 1) -> None:
+    """Announce a unit of ``method.dataset`` as the runner does before predicting it."""
+    from refseg_bench.methods.base import Unit
+
+    method.begin_unit(Unit(method.dataset, fold, "val", shot, annotation, 0))
+
+
 def val_batch(dataset, fold: int, shot: int, annotation: str, n: int = 3) -> EpisodeBatch:
     manifest = sample_episodes(dataset, fold, "val", shot, n, 0, load_protocol("hsnet"))
     episodes = [load_episode(dataset, s, annotation).episode for s in manifest.episodes]
     return EpisodeBatch(episodes, annotation)
 
 
-__all__ = ["ListDataset", "tiny_method", "tiny_options", "val_batch"]
+__all__ = ["ListDataset", "begin", "tiny_method", "tiny_options", "val_batch"]
