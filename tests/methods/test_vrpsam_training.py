@@ -168,3 +168,24 @@ def test_real_size_training_step_on_gpu(tmp_path):
         with torch.inference_mode():
             preds = method.predict(batch)
         assert [tuple(p.shape) for p in preds] == [e.query_size for e in batch.episodes]
+
+
+def test_official_sampler_follows_each_official_loader():
+    """``train.sampler: official`` (the real preset) draws COCO-20i episodes class first,
+    as VRP-SAM's COCO loader, and makes one pass over the queries elsewhere (its PASCAL
+    loader); the harness default stays ``file_order``."""
+    settings = T.TrainSettings(sampler="official")
+    assert settings.sampler_for("coco20i") == "class_uniform"
+    assert settings.sampler_for("pascal5i") == "file_order"
+    assert T.TrainSettings().sampler_for("coco20i") == "file_order"
+    with pytest.raises(ValueError, match="train.sampler"):
+        T.TrainSettings(sampler="random")
+
+
+def test_class_uniform_training_epochs_draw_classes_evenly():
+    ds = ListDataset(per_class=40).base_only_training()
+    uniform = epoch_specs(ds, 0, shot=1, n=600, seed=321, epoch=0, sampler="class_uniform")
+    counts = np.bincount([s.class_id for s in uniform], minlength=9)[ds.classes(0, "train")]
+    assert counts.min() > 0.6 * counts.mean()  # 6 base classes, about 100 each
+    once = epoch_specs(ds, 0, shot=1, n=None, seed=321, epoch=0, sampler="file_order")
+    assert sorted(s.query for s in once) == sorted(ds.query_items(0, "train"))
