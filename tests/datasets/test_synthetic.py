@@ -209,3 +209,20 @@ def test_concurrent_first_use_ends_with_one_valid_copy(tmp_path, small_root, ent
     assert _snapshot(tmp_path / "race") == _snapshot(small_root)
     meta = json.loads((target / "meta.json").read_text())
     assert meta["n_per_class"] == SMALL
+
+
+def test_bam_train_filter_drops_images_with_a_novel_class(synthetic_root):
+    ds = SyntheticDataset(synthetic_root)
+    index = json.loads((ds.data_dir / "index.json").read_text())
+    view = ds.base_only_training()
+    assert view.options["train_filter"] == "bam" and ds.options["train_filter"] == "none"
+    for fold in range(4):
+        novel = {str(c) for c in ds.classes(fold, "val")}
+        kept = set(view.query_items(fold, "train"))
+        for c in ds.classes(fold, "train"):
+            kept |= set(view.items(fold, "train", c))
+        assert kept and all(not novel & {k for k, v in index[i]["areas"].items() if v > 0}
+                            for i in kept)
+        dropped = set(ds.query_items(fold, "train")) - set(view.query_items(fold, "train"))
+        assert dropped and all(novel & set(index[i]["areas"]) for i in dropped)
+        assert view.query_items(fold, "val") == ds.query_items(fold, "val")
