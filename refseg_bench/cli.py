@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "refseg_bench.commands.leaderboard",
     "refseg_bench.commands.data",
     "refseg_bench.commands.checkpoints",
+    "refseg_bench.commands.regress",
 )
 
 
