@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "refseg_bench.commands.data",
     "refseg_bench.commands.checkpoints",
     "refseg_bench.commands.regress",
+    "refseg_bench.commands.compare",
 )
 
 
