@@ -194,23 +194,52 @@ def per_class(episodes: pd.DataFrame, names: dict[tuple[int, int], str]) -> pd.D
     return pd.DataFrame(rows)
 
 
-def _md_table(df: pd.DataFrame, formats: dict[str, str]) -> str:
-    head = "| " + " | ".join(formats) + " |"
-    sep = "|" + "|".join("---:" if f else "---" for f in formats.values()) + "|"
-    body = []
-    for r in df.to_dict("records"):  # iterrows would turn int columns into floats
-        cells = [format(r[c], f) if f else str(r[c]) for c, f in formats.items()]
-        body.append("| " + " | ".join(cells) + " |")
-    return "\n".join([head, sep, *body])
+@dataclass(frozen=True)
+class TextTable:
+    """A table as text cells, shared by the console and the Markdown output."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    numeric: list[bool]
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.header) + " |",
+                 "|" + "|".join("---:" if n else "---" for n in self.numeric) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in self.rows])
 
 
-FOLD_COLUMNS = {"seed": "d", "fold": "d", "episodes": "d", "miou_a": ".2f", "miou_b": ".2f",
-                "diff": "+.2f", "ci_low": "+.2f", "ci_high": "+.2f", "win": "d", "tie": "d",
-                "loss": "d"}
-CLASS_COLUMNS = {"fold": "d", "class": "", "episodes": "d", "iou_a": ".2f", "iou_b": ".2f",
-                 "diff": "+.2f", "win": "d", "tie": "d", "loss": "d"}
-EPISODE_COLUMNS = {"sampling_seed": "d", "fold": "d", "index": "d", "class_id": "d",
-                   "query": "", "iou_a": ".2f", "iou_b": ".2f", "diff": "+.2f"}
+def _interval(lo: float, hi: float) -> str:
+    return f"[{lo:+.2f}, {hi:+.2f}]"
+
+
+def tables(c: Comparison, n_changed: int = 5) -> list[TextTable]:
+    """Per fold, per class and most-changed episodes, formatted for reading."""
+    level = f"{100 * c.overall['level']:.0f}% interval"
+    folds = TextTable("Per fold", ["seed", "fold", "episodes", "mIoU A", "mIoU B", "B - A", level,
+                                   "B wins", "ties", "B loses"],
+                      [[str(r["seed"]), str(r["fold"]), str(r["episodes"]), f"{r['miou_a']:.2f}",
+                        f"{r['miou_b']:.2f}", f"{r['diff']:+.2f}",
+                        _interval(r["ci_low"], r["ci_high"]), str(r["win"]), str(r["tie"]),
+                        str(r["loss"])] for r in c.folds.to_dict("records")],
+                      [True] * 10)
+    classes = TextTable("Per class (IoU over the class's episodes)",
+                        ["fold", "class", "episodes", "IoU A", "IoU B", "B - A", "B wins", "ties",
+                         "B loses"],
+                        [[str(r["fold"]), str(r["class"]), str(r["episodes"]), f"{r['iou_a']:.2f}",
+                          f"{r['iou_b']:.2f}", f"{r['diff']:+.2f}", str(r["win"]), str(r["tie"]),
+                          str(r["loss"])] for r in c.classes.to_dict("records")],
+                        [True, False] + [True] * 7)
+    names = c.a.class_names()
+    changed = TextTable("Episodes that changed most", ["seed", "fold", "episode", "class",
+                                                       "query", "IoU A", "IoU B", "B - A"],
+                        [[str(r["sampling_seed"]), str(r["fold"]), str(r["index"]),
+                          names.get((r["fold"], r["class_id"]), f"class {r['class_id']}"),
+                          str(r["query"]), f"{r['iou_a']:.2f}", f"{r['iou_b']:.2f}",
+                          f"{r['diff']:+.2f}"]
+                         for r in most_changed(c, n_changed).to_dict("records")],
+                        [True, True, True, False, False, True, True, True])
+    return [folds, classes, changed]
 
 
 def headline(c: Comparison) -> str:
@@ -230,8 +259,11 @@ def setting(c: Comparison) -> str:
 
 
 def most_changed(c: Comparison, n: int = 5) -> pd.DataFrame:
-    ordered = c.episodes.sort_values(["diff", *KEY])
-    return pd.concat([ordered.head(n), ordered.tail(n).iloc[::-1]]).drop_duplicates(KEY)
+    """The ``n`` episodes B lost most on, then the ``n`` it gained most on."""
+    ep = c.episodes
+    losses = ep[ep["diff"] < 0].sort_values(["diff", *KEY]).head(n)
+    gains = ep[ep["diff"] > 0].sort_values(["diff", *KEY], ascending=[False, True, True, True])
+    return pd.concat([losses, gains.head(n)])
 
 
 def to_markdown(c: Comparison) -> str:
@@ -246,11 +278,7 @@ def to_markdown(c: Comparison) -> str:
              "", f"**{headline(c)}**", "",
              f"Interval columns: the {100 * o['level']:.0f}% interval of B - A. Win: B's "
              "episode IoU strictly higher than A's; tie: equal.", "",
-             "## Per fold", "", _md_table(c.folds, FOLD_COLUMNS), "",
-             "## Per class (IoU summed over the class's episodes)", "",
-             _md_table(c.classes, CLASS_COLUMNS), "",
-             "## Episodes that changed most", "", _md_table(most_changed(c), EPISODE_COLUMNS),
-             ""]
+             *[part for t in tables(c) for part in (f"## {t.title}", "", t.markdown(), "")]]
     return "\n".join(lines)
 
 

@@ -73,7 +73,7 @@ def test_command_prints_and_writes_csv_and_markdown(runs, tmp_path, capsys):
     assert main(["compare", str(runs["mask"]), str(runs["box"]), "--out", str(out),
                  "--n-boot", "200"]) == 0
     printed = capsys.readouterr().out
-    assert "mIoU B - A:" in printed and "per class" in printed
+    assert "mIoU B - A:" in printed and "Per class" in printed and "95% interval" in printed
     md = (out / "compare.md").read_text()
     assert "paired class-stratified bootstrap" in md and "## Per class" in md
     assert {p.name for p in out.iterdir()} == {"compare.md", "episodes.csv", "folds.csv",

@@ -45,33 +45,23 @@ def run(args) -> int:
     paths = cmp.write(result, out)
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     print_comparison(console, result)
-    console.print(f"written: {', '.join(str(p) for p in paths)}", soft_wrap=True)
+    console.print(f"written to {out}/: {', '.join(p.name for p in paths)}", soft_wrap=True)
     return 0
 
 
 def print_comparison(console, c) -> None:
     from rich.table import Table
 
-    from refseg_bench.compare import (
-        CLASS_COLUMNS,
-        EPISODE_COLUMNS,
-        FOLD_COLUMNS,
-        headline,
-        most_changed,
-        setting,
-    )
+    from refseg_bench.compare import headline, setting, tables
 
     console.print(f"A: {c.a.path.name}: {c.a.label}", soft_wrap=True)
     console.print(f"B: {c.b.path.name}: {c.b.label}", soft_wrap=True)
     console.print(setting(c), soft_wrap=True)
-    for title, df, formats in (("per fold", c.folds, FOLD_COLUMNS),
-                               ("per class", c.classes, CLASS_COLUMNS),
-                               ("episodes that changed most", most_changed(c), EPISODE_COLUMNS)):
-        table = Table(title=title, title_justify="left")
-        for col, fmt in formats.items():
-            table.add_column(col, justify="right" if fmt else "left")
-        for r in df.to_dict("records"):
-            table.add_row(*[format(r[col], fmt) if fmt else str(r[col])
-                            for col, fmt in formats.items()])
+    for t in tables(c):
+        table = Table(title=t.title, title_justify="left")
+        for name, numeric in zip(t.header, t.numeric, strict=True):
+            table.add_column(name, justify="right" if numeric else "left")
+        for row in t.rows:
+            table.add_row(*row)
         console.print(table)
     console.print(f"[bold]{headline(c)}[/bold]", soft_wrap=True)
