@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "refseg_bench.commands.checkpoints",
     "refseg_bench.commands.regress",
     "refseg_bench.commands.compare",
+    "refseg_bench.commands.report",
 )
 
 
