@@ -139,6 +139,41 @@ def one_thread():
         torch.set_num_threads(before)
 
 
+def source_fingerprint() -> str:
+    """sha256 over the harness's Python sources (core, methods, datasets): trained weights
+    cached by an earlier regression are reused only while it is unchanged."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for package in ("refseg_bench", "refseg_bench.methods", "refseg_bench.datasets"):
+        root = Path(str(resources.files(package)))
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{package}/{path.relative_to(root)}\n".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def prepare_cache(workdir: Path, retrain: bool = False) -> str | None:
+    """Keep ``workdir/checkpoints`` (weights trained by earlier regression runs) only while
+    the sources that trained them are unchanged and ``retrain`` is not asked; returns why
+    the cache was discarded, or None."""
+    import shutil
+
+    cache, stamp = Path(workdir) / "checkpoints", Path(workdir) / "checkpoints.source-sha256"
+    now = source_fingerprint()
+    reason = None
+    if cache.exists():
+        if retrain:
+            reason = "--retrain"
+        elif not stamp.is_file() or stamp.read_text().strip() != now:
+            reason = "the sources changed since those weights were trained"
+        if reason:
+            shutil.rmtree(cache)
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    stamp.write_text(now + "\n")
+    return reason
+
+
 def run_case(case: Case, workdir: Path) -> dict:
     """Run ``case`` afresh under ``workdir`` (trained weights are cached in
     ``workdir/checkpoints``) and return its golden record: settings and, per fold, the

@@ -95,8 +95,8 @@ def check_case(method: str, annotation: str, golden_case: dict | None, now: dict
                                "sampler, protocol or dataset lists changed)")
         if g.get("weights_sha256") != n.get("weights_sha256"):
             check.notes.append(f"other trained weights (sha256 {str(g.get('weights_sha256'))[:10]}"
-                               f" -> {str(n.get('weights_sha256'))[:10]}: training changed, or "
-                               "the cached checkpoint is stale: rerun with --retrain)")
+                               f" -> {str(n.get('weights_sha256'))[:10]}): training or the "
+                               "models it trains changed")
         check.moved = moved_episodes(g["episodes"], n["episodes"])
         out.append(check)
     return out

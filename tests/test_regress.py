@@ -124,7 +124,7 @@ def test_check_names_why_a_fold_differs():
     (c,) = check_case("x", "mask", golden, _case([[1, 2, 3, 4], [2, 4, 3, 4]], manifest="m2"))
     assert "manifest sha256" in c.notes[0] and not c.passed
     (c,) = check_case("x", "mask", golden, _case([[1, 2, 3, 4], [2, 4, 3, 4]], weights="w"))
-    assert "other trained weights" in c.notes[0] and "--retrain" in c.notes[0]
+    assert "other trained weights" in c.notes[0]
     (c,) = check_case("x", "mask", golden, _case([[1, 2, 3, 4], [2, 4, 3, 4]],
                                                  settings=("method=x", "episodes=9")))
     assert c.notes == ["run settings changed: +episodes=9"]
@@ -150,3 +150,16 @@ def test_golden_text_has_one_episode_per_line():
     import json
 
     assert json.loads(text) == json.loads(json.dumps(record))
+
+
+def test_cached_weights_are_dropped_when_asked_or_when_sources_change(tmp_path):
+    cache = tmp_path / "checkpoints"
+    cache.mkdir()
+    assert regress.prepare_cache(tmp_path) == ("the sources changed since those weights "
+                                               "were trained")  # no stamp yet
+    cache.mkdir()
+    assert regress.prepare_cache(tmp_path) is None and cache.exists()
+    (tmp_path / "checkpoints.source-sha256").write_text("other\n")
+    assert regress.prepare_cache(tmp_path) is not None and not cache.exists()
+    cache.mkdir()
+    assert regress.prepare_cache(tmp_path, retrain=True) == "--retrain" and not cache.exists()

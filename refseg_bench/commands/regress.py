@@ -9,7 +9,7 @@ thread) on a few folds and a few dozen episodes of the synthetic benchmark, and 
 every episode's intersection/union totals with configs/goldens/<method>.json, exactly.
 Prints the deltas per method and fold; exits 1 naming the method, fold and episodes that
 moved. Trained methods train once (a tiny budget) and reuse those weights from
-<workdir>/checkpoints afterwards.
+<workdir>/checkpoints while no source file of the harness changes.
 
   refseg-bench regress                              check every method
   refseg-bench regress --method proto               check one method
@@ -30,14 +30,14 @@ def add_parser(sub) -> None:
     p.add_argument("--workdir", default="results/regress",
                    help="where runs and the cached trained weights go [results/regress]")
     p.add_argument("--retrain", action="store_true",
-                   help="discard cached trained weights in the workdir and train again")
+                   help="discard cached trained weights in the workdir and train again "
+                   "(done by itself when any source file changed)")
     p.add_argument("--goldens", help="golden record folder [configs/goldens of this checkout]")
     p.add_argument("--plan", help="regression plan [configs/regress.yaml]")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import shutil
     import sys
     import time
     from pathlib import Path
@@ -52,8 +52,10 @@ def run(args) -> int:
     golden_dir = Path(args.goldens) if args.goldens else regress.default_golden_dir()
     workdir = Path(args.workdir)
     missing = [] if args.method else _unplanned_methods(plan)
-    if args.retrain and (workdir / "checkpoints").exists():
-        shutil.rmtree(workdir / "checkpoints")
+    dropped = regress.prepare_cache(workdir, args.retrain)
+    if dropped:
+        console.print(f"cached trained weights in {workdir / 'checkpoints'} discarded "
+                      f"({dropped}): trained methods train again")
     started = time.perf_counter()
     records: dict[str, dict[str, dict]] = {}
     for case in regress.cases(plan, args.method):
@@ -145,7 +147,12 @@ def _num(value) -> str:
 def show_diff(console, path, old: str, new: str, limit: int = 80) -> None:
     """The unified diff of a rewritten golden record (at most ``limit`` lines shown)."""
     import difflib
+    import os
 
+    try:  # shorter, and what `git diff` takes from the repository root
+        path = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+    except ValueError:  # another drive
+        pass
     lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(),
                                       fromfile=f"a/{path}", tofile=f"b/{path}", n=0,
                                       lineterm=""))
