@@ -8,9 +8,10 @@ with. ``configs/goldens/<method>.json`` holds, per annotation kind and fold, the
 sha256, the sha256 of the weights a trained method evaluated, the fold mIoU and every
 episode's integer intersection and union totals.
 
-Runs are made on the CPU with one torch thread: the totals then do not depend on the
-machine's core count (intra-op reductions split by thread count can round differently),
-and they are compared for equality, with no tolerance.
+Runs are made on the CPU with one torch thread and pinned kernels (:data:`CPU_ENV`,
+:func:`cpu_paths`): the totals then depend neither on the machine's core count nor on its
+vector instruction set (beyond AVX2), and they are compared for equality, with no
+tolerance.
 """
 
 from __future__ import annotations
@@ -126,17 +127,43 @@ def cases(plan: dict, methods: list[str] | None = None) -> list[Case]:
     return out
 
 
+# CPU code paths the goldens are made with, chosen so that any x86-64 machine with AVX2
+# computes the same floats: ATen's AVX2 kernels (an AVX-512 machine would pick others),
+# MKL in conditional-numerical-reproducibility mode for AVX2, and (in ``cpu_paths``)
+# oneDNN off, whose kernels pick their blocking from the machine's cache sizes. Measured:
+# without these, forcing AVX2 on an AVX-512 machine moved a few pixels of the SAM-based
+# methods and changed VRP-SAM's trained weights. They act only if set before torch runs
+# its first operation, which `refseg-bench regress` does.
+CPU_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+
+
+def pin_cpu_paths() -> None:
+    """Set :data:`CPU_ENV` in this process (call before torch's first operation)."""
+    import os
+
+    os.environ.update(CPU_ENV)
+
+
 @contextlib.contextmanager
-def one_thread():
-    """Run torch on one intra-op thread, restoring the previous count afterwards."""
+def cpu_paths():
+    """One intra-op thread (a reduction split by thread count rounds differently) and
+    oneDNN off, restoring both afterwards."""
     import torch
 
-    before = torch.get_num_threads()
+    before = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False  # (mkldnn.flags() would also touch TF32, warning)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        torch.backends.mkldnn.enabled = before[1]
+
+
+def cpu_capability() -> str:
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def source_fingerprint() -> str:
@@ -184,7 +211,7 @@ def run_case(case: Case, workdir: Path) -> dict:
 
     cfg = resolve_config([*case.settings, f"results_dir={workdir}", f"run_id={case.run_id}",
                           "overwrite=true", "progress=false", "save_predictions=false"])
-    with one_thread():
+    with cpu_paths():
         summary = run(cfg)
     fold_weights = summary["method_info"].get("fold_weights", {})
     folds = {}
@@ -217,7 +244,8 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {"python": platform.python_version(), "packages": versions, "torch_threads": 1,
-            "device": "cpu"}
+            "device": "cpu", "cpu_capability": cpu_capability(), "onednn": False,
+            "mkl_cbwr": CPU_ENV["MKL_CBWR"]}
 
 
 def golden_record(method: str, case_records: dict[str, dict]) -> dict:

@@ -29,11 +29,11 @@ def _run(results: Path, method: str, *extra: str) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    from refseg_bench.regress import one_thread
+    from refseg_bench.regress import cpu_paths
 
     register_fakes()
     results = tmp_path_factory.mktemp("results")
-    with one_thread():
+    with cpu_paths():  # one thread: quicker on a shared machine
         return {"oracle": _run(results, "oracle"), "empty": _run(results, "empty"),
                 "mask": _run(results, "proto"),
                 "box": _run(results, "proto", "annotation=box"),

@@ -100,11 +100,26 @@ def test_perturbed_method_fails_naming_method_fold_and_episodes_then_update_acce
     assert "every episode matches" in capsys.readouterr().out
 
 
-def test_regress_runs_on_one_thread_and_restores_the_count():
-    before = torch.get_num_threads()
-    with regress.one_thread():
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+def test_regress_runs_on_one_thread_without_onednn_and_restores_both():
+    before = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    with regress.cpu_paths():
+        assert torch.get_num_threads() == 1 and not torch.backends.mkldnn.enabled
+    assert (torch.get_num_threads(), torch.backends.mkldnn.enabled) == before
+
+
+def test_cpu_kernels_are_pinned_before_torch_runs(tmp_path):
+    """In a fresh process, `refseg-bench regress` pins ATen to AVX2 kernels whatever the
+    machine has (an AVX-512 machine would otherwise compute other floats)."""
+    import subprocess
+
+    code = ("import sys, torch\n"
+            "from refseg_bench import regress\n"
+            "regress.pin_cpu_paths()\n"
+            "torch.ones(3).sum()\n"
+            "print(regress.cpu_capability())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.strip()
+    assert out in ("AVX2", "DEFAULT"), out  # DEFAULT: a machine without AVX2
 
 
 def _case(totals, manifest="m1", weights=None, settings=("method=x",)) -> dict:

@@ -20,12 +20,12 @@ from refseg_bench.report_grid import pick_episodes  # noqa: E402
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     from refseg_bench.config import resolve_config
-    from refseg_bench.regress import one_thread
+    from refseg_bench.regress import cpu_paths
     from refseg_bench.runner import run
 
     register_fakes()
     results = tmp_path_factory.mktemp("results")
-    with one_thread():
+    with cpu_paths():  # one thread: quicker on a shared machine
         for method, extra in (("oracle", ["save_predictions=true"]), ("proto", []),
                               ("proto", ["annotation=box", "save_predictions=true"])):
             run(resolve_config([f"method={method}", "dataset=fake", "fold=[0,2]",

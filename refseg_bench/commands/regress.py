@@ -47,6 +47,7 @@ def run(args) -> int:
     from refseg_bench import regress
     from refseg_bench.regress_check import check_case, failure_message
 
+    regress.pin_cpu_paths()  # before torch's first operation, or it has no effect
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     plan = regress.load_plan(args.plan)
     golden_dir = Path(args.goldens) if args.goldens else regress.default_golden_dir()
@@ -108,15 +109,18 @@ def _environment_note(goldens: dict[str, dict | None]) -> str | None:
     """Library versions that differ from those the goldens were made with."""
     from refseg_bench.regress import environment
 
-    now = environment()["packages"]
+    now = environment()
     diffs = set()
     for golden in goldens.values():
-        for name, version in ((golden or {}).get("environment", {}).get("packages") or {}).items():
-            if now.get(name) != version:
-                diffs.add(f"{name} {version} -> {now.get(name)}")
+        env = (golden or {}).get("environment", {})
+        for name, version in (env.get("packages") or {}).items():
+            if now["packages"].get(name) != version:
+                diffs.add(f"{name} {version} -> {now['packages'].get(name)}")
+        if env.get("cpu_capability") not in (None, now["cpu_capability"]):
+            diffs.add(f"CPU kernels {env['cpu_capability']} -> {now['cpu_capability']}")
     if not diffs:
         return None
-    return ("Library versions differ from the golden records' (" + ", ".join(sorted(diffs)) +
+    return ("The environment differs from the golden records' (" + ", ".join(sorted(diffs)) +
             "): if only that moved the numbers, accept them with --update and say so.")
 
 
