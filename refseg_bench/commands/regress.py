@@ -157,9 +157,9 @@ def show_diff(console, path, old: str, new: str, limit: int = 80) -> None:
         path = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
     except ValueError:  # another drive
         pass
-    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(),
-                                      fromfile=f"a/{path}", tofile=f"b/{path}", n=0,
-                                      lineterm=""))
+    a, b = (f"a/{path}", f"b/{path}") if not os.path.isabs(path) else (path, path)
+    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(), fromfile=str(a),
+                                      tofile=str(b), n=0, lineterm=""))
     if not lines:
         console.print(f"{path}: unchanged")
         return
