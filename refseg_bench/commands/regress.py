@@ -45,7 +45,7 @@ def run(args) -> int:
     from rich.console import Console
 
     from refseg_bench import regress
-    from refseg_bench.regress_check import check_case, failure_message
+    from refseg_bench.regress_check import failure_message
 
     regress.pin_cpu_paths()  # before torch's first operation, or it has no effect
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -58,18 +58,8 @@ def run(args) -> int:
         console.print(f"cached trained weights in {workdir / 'checkpoints'} discarded "
                       f"({dropped}): trained methods train again")
     started = time.perf_counter()
-    records: dict[str, dict[str, dict]] = {}
-    for case in regress.cases(plan, args.method):
-        t = time.perf_counter()
-        console.print(f"[bold]regress[/bold] {case.method} ({case.annotation}) ...")
-        records.setdefault(case.method, {})[case.annotation] = regress.run_case(case, workdir)
-        console.print(f"  done in {time.perf_counter() - t:.1f} s")
-    checks, goldens = [], {}
-    for method, cases in records.items():
-        goldens[method] = regress.read_golden(regress.golden_path(golden_dir, method))
-        for annotation, record in cases.items():
-            golden_case = (goldens[method] or {}).get("cases", {}).get(annotation)
-            checks += check_case(method, annotation, golden_case, record)
+    records = _run_cases(console, regress.cases(plan, args.method), workdir)
+    checks, goldens = _check(records, golden_dir)
     print_table(console, checks)
     console.print(f"{len(checks)} folds in {time.perf_counter() - started:.0f} s "
                   f"(golden records: {golden_dir})")
@@ -87,6 +77,35 @@ def run(args) -> int:
         return 1
     console.print("[green]regress: every episode matches its golden record[/green]")
     return _report_unplanned(console, missing)
+
+
+def _run_cases(console, cases, workdir) -> dict[str, dict[str, dict]]:
+    """method -> annotation -> case record, running ``cases`` in order."""
+    import time
+
+    from refseg_bench.regress import run_case
+
+    records: dict[str, dict[str, dict]] = {}
+    for case in cases:
+        t = time.perf_counter()
+        console.print(f"[bold]regress[/bold] {case.method} ({case.annotation}) ...")
+        records.setdefault(case.method, {})[case.annotation] = run_case(case, workdir)
+        console.print(f"  done in {time.perf_counter() - t:.1f} s")
+    return records
+
+
+def _check(records: dict, golden_dir) -> tuple[list, dict]:
+    """Per-fold checks of every record, and the golden records read (None: none yet)."""
+    from refseg_bench.regress import golden_path, read_golden
+    from refseg_bench.regress_check import check_case
+
+    checks, goldens = [], {}
+    for method, cases in records.items():
+        goldens[method] = read_golden(golden_path(golden_dir, method))
+        for annotation, record in cases.items():
+            golden_case = (goldens[method] or {}).get("cases", {}).get(annotation)
+            checks += check_case(method, annotation, golden_case, record)
+    return checks, goldens
 
 
 def _unplanned_methods(plan: dict) -> list[str]:
