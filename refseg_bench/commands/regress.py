@@ -4,8 +4,8 @@ its golden record; ``--update`` rewrites the goldens and shows the diff."""
 from __future__ import annotations
 
 HELP = """\
-Runs every method of configs/regress.yaml (its tiny configuration, on the CPU with one
-thread) on a few folds and a few dozen episodes of the synthetic benchmark, and compares
+Runs every method of configs/regress.yaml (its tiny configuration, on the CPU, one thread,
+pinned kernels) on a few folds and a few dozen episodes of the synthetic benchmark, comparing
 every episode's intersection/union totals with configs/goldens/<method>.json, exactly.
 Prints the deltas per method and fold; exits 1 naming the method, fold and episodes that
 moved. Trained methods train once (a tiny budget) and reuse those weights from
