@@ -253,9 +253,13 @@ def headline(c: Comparison) -> str:
 def setting(c: Comparison) -> str:
     s = c.a.summary
     units = len(c.folds)
+    scoring = [x.summary["protocol"].get("scoring") for x in (c.a, c.b)]
+    differs = (f"; SCORING DIFFERS: A {scoring[0]}, B {scoring[1]}"
+               if scoring[0] != scoring[1] else "")
     return (f"{s['dataset']} {s['split']}, protocol {s['protocol']['name']}, {s['shot']}-shot, "
             f"{units} (seed, fold) unit(s), same manifests; {c.overall['paired_episodes']} "
-            f"episodes paired, {c.overall['dropped_episodes']} dropped (skipped in a run)")
+            f"episodes paired, {c.overall['dropped_episodes']} dropped (skipped in a run)"
+            + differs)
 
 
 def most_changed(c: Comparison, n: int = 5) -> pd.DataFrame:
@@ -268,13 +272,10 @@ def most_changed(c: Comparison, n: int = 5) -> pd.DataFrame:
 
 def to_markdown(c: Comparison) -> str:
     o = c.overall
-    scoring = [x.summary["protocol"].get("scoring") for x in (c.a, c.b)]
     lines = ["# Paired comparison", "",
              f"- A: `{c.a.path.name}`: {c.a.label}",
              f"- B: `{c.b.path.name}`: {c.b.label}",
              f"- {setting(c)}",
-             *([f"- scoring differs: A {scoring[0]}, B {scoring[1]}"]
-               if scoring[0] != scoring[1] else []),
              "", f"**{headline(c)}**", "",
              f"Interval columns: the {100 * o['level']:.0f}% interval of B - A. Win: B's "
              "episode IoU strictly higher than A's; tie: equal.", "",
