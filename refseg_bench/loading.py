@@ -26,8 +26,10 @@ class LoadedEpisode:
     skip_reason: str | None = None
 
 
-def load_episode(dataset: FoldedDataset, spec: EpisodeSpec, annotation: str) -> LoadedEpisode:
-    """Load images and labels and simulate the reference annotations of one episode.
+def load_episode(dataset: FoldedDataset, spec: EpisodeSpec, annotation: str,
+                 annotation_style: str = "harness") -> LoadedEpisode:
+    """Load images and labels and simulate the reference annotations of one episode, in
+    the protocol's ``annotation_style`` (refseg_bench/annotations.py).
 
     An empty support mask (no foreground after ignoring 255) cannot be annotated; the
     episode is returned with ``skip_reason`` set so the runner records and counts it.
@@ -46,7 +48,7 @@ def load_episode(dataset: FoldedDataset, spec: EpisodeSpec, annotation: str) -> 
         mask = dataset.load_mask(item, spec.class_id)
         check_same_size(img, mask, f"{dataset.name} item {item}")
         try:
-            annotations.append(simulate_annotation(mask, annotation, rng))
+            annotations.append(simulate_annotation(mask, annotation, rng, annotation_style))
         except EmptyReferenceError as err:
             return LoadedEpisode(spec, None, None, f"support {item}: {err}")
         images.append(img)
@@ -62,14 +64,17 @@ class EpisodeDataset(torch.utils.data.Dataset):
     them (each episode seeds its own generator from ``spec.seed``).
     """
 
-    def __init__(self, dataset: FoldedDataset, specs: list[EpisodeSpec], annotation: str):
+    def __init__(self, dataset: FoldedDataset, specs: list[EpisodeSpec], annotation: str,
+                 annotation_style: str = "harness"):
         self.dataset, self.specs, self.annotation = dataset, specs, annotation
+        self.annotation_style = annotation_style
 
     def __len__(self) -> int:
         return len(self.specs)
 
     def __getitem__(self, i: int) -> LoadedEpisode:
-        return load_episode(self.dataset, self.specs[i], self.annotation)
+        return load_episode(self.dataset, self.specs[i], self.annotation,
+                            self.annotation_style)
 
 
 def collate(items: list[LoadedEpisode]) -> list[LoadedEpisode]:
