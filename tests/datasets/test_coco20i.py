@@ -13,7 +13,7 @@ from refseg_bench.datasets.coco import Coco20i
 FOLD0_INTERLEAVED = ["person", "airplane", "boat", "parking meter", "dog", "elephant",
                      "backpack", "suitcase", "sports ball", "skateboard", "wine glass", "spoon",
                      "sandwich", "hot dog", "chair", "dining table", "mouse", "microwave",
-                     "refrigerator", "scissors"]  # PROTOCOLS.md §3.2, verbatim
+                     "refrigerator", "scissors"]  # docs/protocols.md §2.2, verbatim
 FOLD3_CONTIGUOUS_ENDS = ("dining table", "toothbrush")
 
 
