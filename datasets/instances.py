@@ -33,6 +33,7 @@ import numpy as np
 
 from refseg_bench.datasets.base import DatasetError
 from refseg_bench.datasets.jsonstream import iter_members
+from refseg_bench.datasets.label_maps import label_views, merge_all
 from refseg_bench.datasets.lists import LISTS_VERSION, file_signature
 
 BATCH = 5000
@@ -147,10 +148,6 @@ def _instance_rles(item: str, h: int, w: int, anns: list, src: Path) -> list[tup
     return out
 
 
-def _merge(mask_utils, rles: list[dict]) -> dict:
-    return rles[0] if len(rles) == 1 else mask_utils.merge(rles, intersect=False)
-
-
 def _image_rows(item: str, h: int, w: int, anns: list, src: Path,
                 label_maps: bool) -> list[tuple]:
     """Mask rows of one image: per category the union of its instances and its area, the
@@ -160,10 +157,10 @@ def _image_rows(item: str, h: int, w: int, anns: list, src: Path,
 
     instances = _instance_rles(item, h, w, anns, src)
     cats = list(dict.fromkeys(c for c, _, _ in instances))
-    unions = {c: _merge(mask_utils, [r for k, r, _ in instances if k == c]) for c in cats}
+    unions = {c: merge_all(mask_utils, [r for k, r, _ in instances if k == c]) for c in cats}
     areas = [int(a) for a in mask_utils.area([unions[c] for c in cats])] if cats else []
     others = _others(mask_utils, [unions[c] for c in cats], areas)
-    labels = _label_views(mask_utils, h, w, instances, unions) if label_maps else {}
+    labels = label_views(mask_utils, h, w, instances, unions) if label_maps else {}
     rows = []
     for k, cat in enumerate(cats):
         overlap, shared = None, 0
@@ -193,70 +190,6 @@ def _others(mask_utils, unions: list[dict], areas: list[int]) -> list[dict | Non
         parts = [p for p in (prefix[i], suffix[i]) if p is not None]
         out.append(parts[0] if len(parts) == 1 else mask_utils.merge(parts, intersect=False))
     return out
-
-
-def _label_views(mask_utils, h: int, w: int, instances: list, unions: dict) -> dict:
-    """``{category: (area, counts or None)}``: the category's pixels in the label map that
-    paints the non-crowd instances in order, a later one over an earlier one. ``counts`` is
-    None where the view equals the category's union (no crowd, nothing painted over)."""
-    painted = [(c, r) for c, r, crowd in instances if not crowd]
-    cats = list(dict.fromkeys(c for c, _ in painted))
-    solid = {c: _merge(mask_utils, [r for k, r in painted if k == c]) for c in cats}
-    areas = {c: int(mask_utils.area(solid[c])) for c in cats}
-    out = {c: (0, None) for c in unions}  # a category with only crowd regions: no pixel
-    if len(cats) > 1 and int(mask_utils.area(_merge(mask_utils, list(solid.values())))) \
-            < sum(areas.values()):
-        return out | _paint(mask_utils, h, w, painted, cats, unions)
-    for c in cats:  # no two categories share a pixel: each keeps its non-crowd union
-        same = solid[c]["counts"] == unions[c]["counts"]
-        out[c] = (areas[c], None if same else solid[c]["counts"])
-    return out
-
-
-def _paint(mask_utils, h: int, w: int, painted: list, cats: list, unions: dict) -> dict:
-    """The official rendering done on RLEs (no plane is decoded): walking the instances
-    from the last drawn to the first, each keeps the pixels no later instance covers, and
-    a category's region is the union of what its instances keep."""
-    kept: dict[int, list[dict]] = {c: [] for c in cats}
-    covered = None
-    for cat, rle in reversed(painted):
-        hidden = 0 if covered is None else int(mask_utils.area(
-            mask_utils.merge([rle, covered], intersect=True)))
-        kept[cat].append(rle if not hidden else _difference(mask_utils, rle, covered, h, w))
-        covered = rle if covered is None else mask_utils.merge([covered, rle])
-    out = {}
-    for cat, parts in kept.items():
-        region = _merge(mask_utils, parts)
-        same = region["counts"] == unions[cat]["counts"]
-        out[cat] = (int(mask_utils.area(region)), None if same else region["counts"])
-    return out
-
-
-def _difference(mask_utils, a: dict, b: dict, h: int, w: int) -> dict:
-    """RLE of ``a`` and not ``b``: pycocotools merges by union or intersection only, so
-    ``b`` is complemented by shifting its runs by one (a leading zero run added or
-    dropped) and intersected with ``a``."""
-    runs = _rle_counts(b["counts"])
-    flipped = runs[1:] if runs.size and runs[0] == 0 else np.concatenate([[0], runs])
-    inverse = mask_utils.frPyObjects({"size": [h, w], "counts": flipped.tolist()}, h, w)
-    return mask_utils.merge([a, inverse], intersect=True)
-
-
-def _rle_counts(counts: bytes) -> np.ndarray:
-    """Run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``: 5-bit
-    chunks plus a continuation bit, offset by 48; run m > 2 stored as the difference to
-    run m - 2), decoded with array operations."""
-    c = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
-    last = (c & 0x20) == 0  # the last chunk of a run has no continuation bit
-    run = np.concatenate([[0], np.cumsum(last)[:-1]])
-    k = np.arange(c.size) - np.flatnonzero(np.concatenate([[True], last[:-1]]))[run]
-    x = np.zeros(int(last.sum()), np.int64)
-    np.add.at(x, run, (c & 0x1F) << (5 * k))
-    negative = last & ((c & 0x10) != 0)  # sign bit set in a run's last chunk
-    x[run[negative]] -= 1 << (5 * (k[negative] + 1))
-    x[1::2] = np.cumsum(x[1::2])
-    x[2::2] = np.cumsum(x[2::2])
-    return x
 
 
 def build_store(src: Path, dest: Path, item_of: Callable[[dict], str],

@@ -181,3 +181,23 @@ def test_rendered_view_equals_painting_random_overlapping_instances(tmp_path):
             got = store.mask(item, cat, overlap="rendered")
             want = (plane == cat).astype(np.uint8)
             assert np.array_equal(want if got is None else got, want), (item, cat)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_run_lengths_of_compressed_rles_and_their_difference():
+    from pycocotools import mask as mask_utils
+
+    from refseg_bench.datasets.label_maps import _difference, _rle_counts
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        a, b = (rng.random((H, W)) < 0.5).astype(np.uint8), _plane(*rng.integers(0, 30, 4))
+        if trial == 0:
+            a[:] = 1  # first run of zeros is empty
+        ra, rb = (mask_utils.encode(np.asfortranarray(p)) for p in (a, b))
+        flat = a.ravel(order="F")
+        runs = np.diff(np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]]))
+        want = runs.tolist() if flat[0] == 0 else [0, *runs.tolist()]
+        assert _rle_counts(ra["counts"]).tolist() == want
+        diff = mask_utils.decode(_difference(mask_utils, ra, rb, H, W))
+        assert np.array_equal(diff, a & (1 - b))
