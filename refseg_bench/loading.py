@@ -27,9 +27,11 @@ class LoadedEpisode:
     skip_reason: str | None = None
 
 
-def load_episode(dataset: FoldedDataset, spec: EpisodeSpec, annotation: str, *,
+def load_episode(dataset: FoldedDataset, spec: EpisodeSpec, annotation: str,
+                 annotation_style: str = "harness", *,
                  support_labels: bool | None = None) -> LoadedEpisode:
-    """Load images and labels and simulate the reference annotations of one episode.
+    """Load images and labels and simulate the reference annotations of one episode, in
+    the protocol's ``annotation_style`` (refseg_bench/annotations.py).
 
     ``support_labels``: keep the full support labels in ``Episode.support_masks``; None
     (evaluation) keeps them only for ``mask`` annotations, so a method run with a box,
@@ -52,7 +54,7 @@ def load_episode(dataset: FoldedDataset, spec: EpisodeSpec, annotation: str, *,
         mask = dataset.load_mask(item, spec.class_id)
         check_same_size(img, mask, f"{dataset.name} item {item}")
         try:
-            annotations.append(simulate_annotation(mask, annotation, rng))
+            annotations.append(simulate_annotation(mask, annotation, rng, annotation_style))
         except EmptyReferenceError as err:
             return LoadedEpisode(spec, None, None, f"support {item}: {err}")
         images.append(img)
@@ -71,17 +73,17 @@ class EpisodeDataset(torch.utils.data.Dataset):
     them (each episode seeds its own generator from ``spec.seed``).
     """
 
-    def __init__(self, dataset: FoldedDataset, specs: list[EpisodeSpec], annotation: str, *,
-                 support_labels: bool | None = None):
+    def __init__(self, dataset: FoldedDataset, specs: list[EpisodeSpec], annotation: str,
+                 annotation_style: str = "harness", *, support_labels: bool | None = None):
         self.dataset, self.specs, self.annotation = dataset, specs, annotation
-        self.support_labels = support_labels
+        self.annotation_style, self.support_labels = annotation_style, support_labels
 
     def __len__(self) -> int:
         return len(self.specs)
 
     def __getitem__(self, i: int) -> LoadedEpisode:
         return load_episode(self.dataset, self.specs[i], self.annotation,
-                            support_labels=self.support_labels)
+                            self.annotation_style, support_labels=self.support_labels)
 
 
 def collate(items: list[LoadedEpisode]) -> list[LoadedEpisode]:

@@ -1,4 +1,4 @@
-"""Named evaluation protocols (PROTOCOLS.md §11): how episodes are drawn and scored.
+"""Named evaluation protocols (docs/protocols.md §6): how episodes are drawn and scored.
 
 A preset lives in ``configs/protocols/<name>.yaml``. ``dataset_overrides`` lets a preset
 follow its paper family per benchmark (e.g. HSNet cycles (image, class) pairs on PASCAL
@@ -14,6 +14,10 @@ from omegaconf import OmegaConf
 
 from refseg_bench.errors import ConfigError
 from refseg_bench.registry import UnknownNameError
+
+# How weak reference annotations are simulated (refseg_bench/annotations.py,
+# docs/protocols.md §8): the harness's own convention, or VRP-SAM's evaluation one.
+ANNOTATION_STYLES = ("harness", "vrp-sam")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,13 @@ class Protocol:
     # user's ``dataset_args``, which win.
     dataset_args: dict = field(default_factory=dict)
     dataset_overrides: dict = field(default_factory=dict)
+    # Which convention simulates box / point / scribble references (ANNOTATION_STYLES).
+    annotation_style: str = "harness"
+
+    def __post_init__(self) -> None:
+        if self.annotation_style not in ANNOTATION_STYLES:
+            raise ConfigError(f"protocol {self.name!r}: annotation_style must be one of "
+                              f"{', '.join(ANNOTATION_STYLES)}; got {self.annotation_style!r}")
 
     def for_dataset(self, dataset: str) -> Protocol:
         """The preset with this dataset's overrides applied."""

@@ -137,7 +137,8 @@ def evaluate_unit(plan: RunPlan, method, seed: int, fold: int, world: World,
     todo = [s for s in manifest.episodes
             if s.index not in done and s.index % world.size == world.rank]
     loader = torch.utils.data.DataLoader(
-        EpisodeDataset(plan.dataset, todo, cfg.annotation), batch_size=int(cfg.batch_size),
+        EpisodeDataset(plan.dataset, todo, cfg.annotation, plan.protocol.annotation_style),
+        batch_size=int(cfg.batch_size),
         num_workers=int(cfg.num_workers), collate_fn=collate)
     task = progress.add_task(f"{cfg.method} {unit}", total=len(manifest.episodes),
                              completed=len(done), miou="") if progress else None

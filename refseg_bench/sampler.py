@@ -5,7 +5,7 @@ protocol): it owns its ``numpy.random.Generator``, so worker count, batch size, 
 and rank count can never change an episode. Every method replays the same manifest.
 
 This reproduces each family's *rules*, not the exact episodes of the official scripts,
-which depend on their global RNG call order (PROTOCOLS.md §11.3).
+which depend on their global RNG call order (docs/protocols.md §5.4).
 """
 
 from __future__ import annotations

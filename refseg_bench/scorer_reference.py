@@ -1,6 +1,6 @@
 """A slow, obviously correct NumPy scorer: the yardstick for ``refseg_bench.scorer``.
 
-One episode at a time, written straight from the definitions of PROTOCOLS.md §7-§8; the
+One episode at a time, written straight from the definitions of docs/protocols.md §7.2-§7.3; the
 tests check the fast scorer against it and ``benchmarks/perf_core.py`` times both.
 Resizing (``size=N``) is the one step it does not do by hand: it calls
 ``F.interpolate`` once per episode, as HSNet's loader does.
