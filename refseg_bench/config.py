@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from refseg_bench.episodes import ANNOTATION_KINDS
 from refseg_bench.errors import ConfigError
 from refseg_bench.registry import DATASETS, METHODS, UnknownNameError, load_builtin_entries
+from refseg_bench.rundir import check_run_id
 
 DATA_ENV = "REFSEG_BENCH_DATA"
 DEFAULT_DATA_ROOT = "~/.cache/refseg-bench/data"
@@ -105,6 +106,8 @@ def validate(cfg: DictConfig) -> None:
                                    f"{', '.join(protocol_names())}")
     if cfg.split is not None and cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test; got {cfg.split!r}")
+    if cfg.run_id is not None:
+        check_run_id(str(cfg.run_id))
 
 
 def data_root(cfg: DictConfig) -> Path:

@@ -15,10 +15,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, has the wrong hash or the wrong keys."""
 
 
+class RunInProgressError(RuntimeError):
+    """Another process holds the lock of the same run (same run id in the same results_dir)."""
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Every exception class the CLI reports as a user error (subclasses included)."""
     from refseg_bench.datasets.base import DatasetError
     from refseg_bench.registry import UnknownNameError
     from refseg_bench.sampler import SamplingError
 
-    return (ConfigError, CheckpointError, DatasetError, UnknownNameError, SamplingError)
+    return (ConfigError, CheckpointError, DatasetError, UnknownNameError, SamplingError,
+            RunInProgressError)

@@ -55,11 +55,11 @@ def unit_name(seed: int, fold: int) -> str:
 
 def prepare_run_dir(run_dir: Path, cfg: DictConfig, overwrite: bool) -> None:
     """Create the run dir, or check that an existing one belongs to the same settings."""
-    saved = run_dir / "config.yaml"
-    if overwrite and run_dir.exists():
-        import shutil
+    from refseg_bench.rundir import remove_run_dir
 
-        shutil.rmtree(run_dir)
+    saved = run_dir / "config.yaml"
+    if overwrite:
+        remove_run_dir(run_dir)
     if saved.exists():
         old = identity(OmegaConf.load(saved))
         if old != identity(cfg):
