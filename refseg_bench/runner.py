@@ -20,6 +20,7 @@ from refseg_bench.datasets.base import FoldedDataset
 from refseg_bench.devices import resolve_device
 from refseg_bench.distributed import World, init_world, local_device, shutdown
 from refseg_bench.episodes import EpisodeBatch
+from refseg_bench.errors import RunInterrupted
 from refseg_bench.loading import EpisodeDataset, LoadedEpisode, collate
 from refseg_bench.protocols import Protocol, load_protocol
 from refseg_bench.registry import DATASETS
@@ -196,6 +197,7 @@ def run(cfg: DictConfig) -> dict:
         if world.is_main:
             lock.acquire()
             records.prepare_run_dir(plan.run_dir, cfg, bool(cfg.overwrite))
+            records.announce_resume(plan)
         world.barrier()
         method = build_method(cfg)
         method.setup(device, plan.dataset)
@@ -215,6 +217,8 @@ def run(cfg: DictConfig) -> dict:
                                    elapsed=time.perf_counter() - started)
         write_outputs(plan, summary, table)
         return summary
+    except KeyboardInterrupt as err:  # Ctrl-C: say how far the run got, for the rerun
+        raise RunInterrupted(*records.episodes_done(plan)) from err
     finally:
         lock.release()
         shutdown(world)
