@@ -8,6 +8,8 @@ Configs name registry keys only, never import paths.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 import re
 from dataclasses import dataclass, field
@@ -188,7 +190,28 @@ def build_dataset(cfg: DictConfig, defaults: dict | None = None):
     root = args.pop("root", None)
     dirname = args.pop("dirname", None) or cfg.dataset
     cls = DATASETS.get(cfg.dataset)
+    check_options(cfg.dataset, cls, args, extra=("root", "dirname"))
     return cls(Path(root).expanduser() if root else data_root(cfg) / dirname, **args)
+
+
+def check_options(name: str, cls: type, options: dict, extra: tuple[str, ...] = ()) -> None:
+    """Refuse ``dataset_args`` keys that ``cls.__init__`` does not take (a misspelt option
+    would otherwise be a TypeError traceback), naming the valid ones and close matches.
+    A constructor with ``**options`` accepts anything and is not checked."""
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    valid = sorted({p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL
+                    and p.name != "root"} | set(extra))
+    unknown = sorted(set(options) - set(valid))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, valid, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ConfigError(f"unknown dataset option {', '.join(hints)} for {name}; valid "
+                      f"dataset_args keys: {', '.join(valid)}")
 
 
 def build_method(cfg: DictConfig):
