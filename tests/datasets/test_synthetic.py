@@ -209,3 +209,14 @@ def test_concurrent_first_use_ends_with_one_valid_copy(tmp_path, small_root, ent
     assert _snapshot(tmp_path / "race") == _snapshot(small_root)
     meta = json.loads((target / "meta.json").read_text())
     assert meta["n_per_class"] == SMALL
+
+
+def test_first_use_says_it_is_generating_with_progress(tmp_path, capsys):
+    SyntheticDataset(tmp_path, n_per_class=SMALL)
+    err = capsys.readouterr().err
+    assert "generating the synthetic benchmark" in err and str(tmp_path) in err
+    total = sum(int(n) for n in json.loads(
+        (tmp_path / f"v1-n{SMALL}" / "meta.json").read_text())["n_images"].values())
+    assert f"{total}/{total}" in err  # the progress bar on stderr reached the end
+    SyntheticDataset(tmp_path, n_per_class=SMALL)
+    assert "generating" not in capsys.readouterr().err  # only on first use
