@@ -20,10 +20,12 @@ from refseg_bench.datasets.base import FoldedDataset
 from refseg_bench.devices import resolve_device
 from refseg_bench.distributed import World, init_world, local_device, shutdown
 from refseg_bench.episodes import EpisodeBatch
+from refseg_bench.errors import RunInterrupted
 from refseg_bench.loading import EpisodeDataset, LoadedEpisode, collate
 from refseg_bench.methods.base import Unit
 from refseg_bench.protocols import Protocol, load_protocol
 from refseg_bench.registry import DATASETS
+from refseg_bench.rundir import RunLock, run_path
 from refseg_bench.sampler import Manifest, SamplingError, sample_episodes
 from refseg_bench.scorer import Scorer
 
@@ -71,7 +73,7 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     n = int(cfg.episodes) if cfg.episodes is not None else protocol.episodes
     cfg.protocol = name  # recorded: the run id and the saved config name the protocol used
     run_id = cfg.run_id or records.default_run_id(cfg, name)
-    run_dir = Path(cfg.results_dir) / run_id
+    run_dir = run_path(cfg.results_dir, run_id)
     return RunPlan(cfg, dataset, protocol, seeds, folds_of(cfg, dataset.n_folds), n, run_dir)
 
 
@@ -204,9 +206,12 @@ def run(cfg: DictConfig) -> dict:
     plan = plan_run(cfg)
     device = local_device(resolve_device(cfg.device))
     world = init_world(device)
+    lock = RunLock(plan.run_dir)  # taken by rank 0 alone: the ranks of one run share it
     try:
         if world.is_main:
+            lock.acquire()
             records.prepare_run_dir(plan.run_dir, cfg, bool(cfg.overwrite))
+            records.announce_resume(plan)
         world.barrier()
         method.setup(device, plan.dataset)
         timing = Timing()
@@ -225,7 +230,10 @@ def run(cfg: DictConfig) -> dict:
                                    elapsed=time.perf_counter() - started)
         write_outputs(plan, summary, table)
         return summary
+    except KeyboardInterrupt as err:  # Ctrl-C: say how far the run got, for the rerun
+        raise RunInterrupted(*records.episodes_done(plan)) from err
     finally:
+        lock.release()
         shutdown(world)
 
 

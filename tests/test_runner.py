@@ -77,6 +77,34 @@ def test_truncated_last_row_is_redone(tmp_path):
     rows_path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:15])  # a cut write
     again = run(cfg)
     assert again["units"][0]["n_episodes"] == 24 and again["mean_miou"] == pytest.approx(100)
+    redone = rows_path.read_text().splitlines()
+    assert len(redone) == 24 and [json.loads(x)["index"] for x in redone[:23]] == \
+        [json.loads(x)["index"] for x in lines[:-1]]  # the cut row was removed, not kept
+
+
+@pytest.mark.parametrize("content,kept", [(b"", b""), (b"no newline at all", b""),
+                                          (b'{"a": 1}\n', b'{"a": 1}\n'),
+                                          (b'{"a": 1}\n{"b": 2}\n{"c"', b'{"a": 1}\n{"b": 2}\n'),
+                                          (b"x" * 50 + b"\n" + b"y" * 20, b"x" * 50 + b"\n")])
+def test_drop_cut_last_line(tmp_path, content, kept):
+    from refseg_bench.records import drop_cut_last_line
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(content)
+    assert drop_cut_last_line(path, block=7) == len(content) - len(kept)  # blocks < a line
+    assert path.read_bytes() == kept
+
+
+def test_saved_config_has_interpolations_resolved(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("REFSEG_TEST_SHOT", "2")
+    s = run(_cfg(tmp_path, "method=empty", "fold=0", "episodes=4", "run_id=i",
+                 "shot=${oc.env:REFSEG_TEST_SHOT}", "dataset_args.note=${shot}-shot"))
+    text = (tmp_path / "results" / "i" / "config.yaml").read_text()
+    assert "${" not in text
+    saved = OmegaConf.load(tmp_path / "results" / "i" / "config.yaml")
+    assert saved.shot == 2 and saved.dataset_args.note == "2-shot" and s["shot"] == 2
 
 
 def test_changed_settings_under_same_run_id_are_refused(tmp_path):

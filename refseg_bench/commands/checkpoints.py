@@ -5,18 +5,20 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
+    import argparse
+
     p = sub.add_parser(
         "checkpoints", help="list official checkpoints and their local status; fetch one",
         description="Without arguments (or with `list`): every catalogue entry with its local "
-        "status (missing, present: sha256 ok / mismatch / unverified). `fetch NAME` downloads "
-        "one file with resume and checks its sha256. Files live in $REFSEG_BENCH_CHECKPOINTS "
-        "(default ~/.cache/refseg-bench/checkpoints).")
+        "status (missing, partial, present: size and sha256 ok / MISMATCH / not hashed). "
+        "`fetch NAME` downloads one file with resume and checks its sha256. Files live in "
+        "$REFSEG_BENCH_CHECKPOINTS (default ~/.cache/refseg-bench/checkpoints).")
+    _list_options(p, argparse.SUPPRESS)
     p.set_defaults(func=run_list, verify=False, dest=None)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     ls = actions.add_parser("list", help="list the catalogue (the default)")
-    ls.add_argument("--verify", action="store_true",
-                    help="hash present files (reads every byte; slow for multi-GB files)")
-    ls.add_argument("--dest", help="checkpoint directory to inspect")
+    # SUPPRESS: `checkpoints --verify list` keeps the --verify given before `list`
+    _list_options(ls, argparse.SUPPRESS)
     ls.set_defaults(func=run_list)
     fetch = actions.add_parser("fetch", help="download one checkpoint",
                                description="Download NAME into the checkpoint directory, "
@@ -24,14 +26,23 @@ def add_parser(sub) -> None:
     fetch.add_argument("name", help="catalogue name, e.g. sam_vit_h "
                        "(see `refseg-bench checkpoints`)")
     fetch.add_argument("--url", help="download from this URL instead (a mirror)")
-    fetch.add_argument("--dest", help="directory to download into")
+    fetch.add_argument("--dest", default=argparse.SUPPRESS, help="directory to download into")
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
     fetch.set_defaults(func=run_fetch)
 
 
+def _list_options(parser, default) -> None:
+    """``--verify`` and ``--dest``, the same on ``checkpoints`` and ``checkpoints list``."""
+    parser.add_argument("--verify", action="store_true", default=default,
+                        help="hash present files (reads every byte; slow for multi-GB files)")
+    parser.add_argument("--dest", default=default, help="checkpoint directory to inspect")
+
+
 def local_status(entry, directory, verify: bool) -> str:
-    """missing | present (unverified) | present, sha256 ok | present, sha256 MISMATCH |
-    present (not hashed; use --verify), plus ``partial`` for an unfinished download."""
+    """missing | partial (N bytes) | present, size MISMATCH | present, sha256 ok |
+    present, sha256 MISMATCH | present (not hashed; use --verify) | present, sha256
+    unverified (none published). The size is compared with the catalogue's whenever it
+    lists one (a stat, no reading), so a truncated or wrong file never shows as present."""
     from refseg_bench.models.checkpoints import sha256_file
     from refseg_bench.models.download import part_path
 
@@ -39,6 +50,10 @@ def local_status(entry, directory, verify: bool) -> str:
     if not path.exists():
         part = part_path(path)
         return f"partial ({part.stat().st_size} bytes)" if part.exists() else "missing"
+    size = path.stat().st_size
+    if entry.size is not None and size != entry.size:
+        return (f"present, size MISMATCH ({size:,} bytes, expected {entry.size:,}): "
+                f"delete it and run `refseg-bench checkpoints fetch {entry.name}`")
     if entry.sha256 is None:
         return "present, sha256 unverified (none published)"
     if not verify:
