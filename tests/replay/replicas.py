@@ -1,0 +1,62 @@
+"""Replicas of the real layouts for the replay tests, at the scale of the shipped lists.
+
+The official loaders open every image and label of an episode, but nothing in them depends
+on the pixels for the draw order of the HSNet family, so every file is a link to one tiny
+image (one JPEG, one greyscale PNG): thousands of files cost a few milliseconds each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from refseg_bench.datasets.layout import read_lines
+from refseg_bench.replay.official import hsnet_coco_orders
+
+
+def tiny_sources(folder: Path) -> tuple[Path, Path]:
+    """One 8 x 8 JPEG and one 8 x 8 greyscale PNG (all background)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jpg, png = folder / "tiny.jpg", folder / "tiny.png"
+    Image.fromarray(np.full((8, 8, 3), 127, np.uint8)).save(jpg)
+    Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(png)
+    return jpg, png
+
+
+def link(target: Path, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target)
+
+
+def voc_for_hsnet_lists(root: Path) -> Path:
+    """``root/VOC2012`` with every image of HSNet's four val pair lists (shipped)."""
+    jpg, png = tiny_sources(root / "_src")
+    ids = {line.split("__")[0] for f in range(4)
+           for line in read_lines(f"pkg:pascal5i/hsnet/val/fold{f}.txt")}
+    for i in sorted(ids):
+        link(jpg, root / "VOC2012" / "JPEGImages" / f"{i}.jpg")
+        link(png, root / "VOC2012" / "SegmentationClassAug" / f"{i}.png")
+    return root
+
+
+def coco_for_hsnet_lists(root: Path, folds) -> Path:
+    """``root/COCO2014`` with the val2014 images and label PNGs of HSNet's val lists."""
+    jpg, png = tiny_sources(root / "_src")
+    items = {i for f in folds for pool in hsnet_coco_orders(f).values() for i in pool}
+    for item in sorted(items):
+        subset, stem = item.split("/")
+        link(jpg, root / "COCO2014" / subset / f"{stem}.jpg")
+        link(png, root / "COCO2014" / "annotations" / subset / f"{stem}.png")
+    return root
+
+
+def fss_for_hsnet_lists(root: Path, split: str = "test") -> Path:
+    """``root/FSS-1000/<class>/<1..10>.{jpg,png}`` for the classes of HSNet's ``split``."""
+    jpg, png = tiny_sources(root / "_src")
+    for name in read_lines(f"pkg:fss1000/{split}.txt"):
+        for k in range(1, 11):
+            link(jpg, root / "FSS-1000" / name / f"{k}.jpg")
+            link(png, root / "FSS-1000" / name / f"{k}.png")
+    return root
