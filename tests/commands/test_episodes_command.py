@@ -74,3 +74,11 @@ def test_exact_bam_prints_every_seed_and_says_the_lists_differ(tmp_path, capsys)
 def test_bad_settings_are_user_errors(capsys):
     assert main(["episodes", "synthetic", "--protocol", "nope"]) == 2
     assert "unknown protocol" in capsys.readouterr().err
+
+
+def test_ls_protocols_says_where_exact_replays_are_impossible(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # one table row per line
+    assert main(["ls", "protocols"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exact replay" in out and "not lvis92i" in out and "lvis_val.pkl" in out
+    assert "none: episodes follow the rules only" in out  # persam

@@ -222,3 +222,10 @@ def test_rule_equivalent_manifests_have_no_replay_header():
     m = sample_episodes(ListDataset(), 0, "val", 1, 5, 0, resolve_protocol("hsnet", "fake"))
     assert "replay" not in m.header and episode_kind(m.header) == "rule-equivalent"
     assert np.all([e.query not in e.supports for e in m.episodes])
+
+
+def test_one_choice_is_the_first_of_a_permutation_and_costs_as_much():
+    a, b = np.random.RandomState(0), np.random.RandomState(0)
+    for n in (1, 7, 346, 19217):
+        assert a.choice(np.arange(n), 1, replace=False)[0] == b.permutation(n)[0]
+    assert a.randint(1 << 30) == b.randint(1 << 30)  # both streams advanced alike
