@@ -16,6 +16,8 @@ Settings (key=value, OmegaConf dotlist; defaults from configs/run.yaml):
   save_predictions=true   also write one PNG per episode at original size
   overwrite=true      discard an existing record of the same run and start again
   method_args.X=... dataset_args.X=... protocol_args.X=...   per-component options
+  protocol_args.exact=true   the official test loader's own episodes, replayed (where the
+                      preset has a replay: refseg-bench ls protocols; docs/exact-episodes.md)
 
 A rerun of the same settings resumes where the last one stopped. Under torchrun the
 episodes are sharded across ranks and the totals summed.

@@ -125,6 +125,7 @@ def pfenet_family(cfg: dict) -> list:
     code, runs = cfg["code"], []
     for shot in cfg["shots"]:
         data = _val_data(code, cfg, shot)
+        # PFENet passes pin_memory=True: a copying thread in the main process, no draws
         loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False,
                                              num_workers=cfg["workers"], pin_memory=False)
         if code == "fssam":  # test.py: validate(..., 321, warmup=True) first
