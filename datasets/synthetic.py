@@ -14,15 +14,10 @@ are written like a real dataset and read back through the same code paths::
 
 Folds follow PASCAL-5i: fold i's novel classes are ids 5i+1..5i+5 (``val`` and ``test``
 episodes, drawn from the val pool); its 15 others are base classes (``train`` episodes,
-<<<<<<< HEAD
-drawn from the separate train pool). As in PFENet and HSNet (PROTOCOLS.md §4.3) training
-images may show novel classes (``load_mask`` makes those pixels background) unless
+drawn from the separate train pool). As in PFENet and HSNet (docs/protocols.md §4.3)
+training images may show novel classes (``load_mask`` makes those pixels background) unless
 ``train_filter=bam`` drops them, as trained methods always ask
 (:meth:`~refseg_bench.datasets.base.FoldedDataset.base_only_training`).
-=======
-drawn from the separate train pool). As in PFENet and HSNet (docs/protocols.md §4.3) training
-images may show novel classes: ``load_mask`` makes those pixels background.
->>>>>>> fidelity
 
 A class is listed for an image only if it covers at least the 2048-pixel rule scaled to
 the image size (``min_class_pixels``, about 1.1% of the image), as PFENet's lists do.

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "refseg_bench.commands.ls",
     "refseg_bench.commands.run",
     "refseg_bench.commands.train",
+    "refseg_bench.commands.episodes",
     "refseg_bench.commands.leaderboard",
     "refseg_bench.commands.data",
     "refseg_bench.commands.checkpoints",

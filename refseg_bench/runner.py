@@ -23,7 +23,7 @@ from refseg_bench.episodes import EpisodeBatch
 from refseg_bench.errors import RunInterrupted
 from refseg_bench.loading import EpisodeDataset, LoadedEpisode, collate
 from refseg_bench.methods.base import Unit
-from refseg_bench.protocols import Protocol, load_protocol
+from refseg_bench.protocols import Protocol, resolve_protocol
 from refseg_bench.registry import DATASETS
 from refseg_bench.rundir import RunLock, run_path
 from refseg_bench.sampler import Manifest, SamplingError, sample_episodes
@@ -63,8 +63,8 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     dataset_cls = DATASETS.get(cfg.dataset)
     name = cfg.protocol or dataset_cls.default_protocol
     cfg.split = cfg.split or dataset_cls.default_split  # recorded like the protocol
-    protocol = load_protocol(name).for_dataset(cfg.dataset).with_overrides(
-        OmegaConf.to_container(cfg.protocol_args, resolve=True) or {})
+    protocol = resolve_protocol(name, cfg.dataset,
+                                OmegaConf.to_container(cfg.protocol_args, resolve=True))
     dataset = build_dataset(cfg, protocol.dataset_args)
     if cfg.seed is not None:
         seeds = [int(cfg.seed)]

@@ -25,6 +25,8 @@ Settings (key=value, OmegaConf dotlist; defaults from configs/run.yaml):
                       speed only, never the numbers                        [8 0 auto]
   method_args.X=... dataset_args.X=... protocol_args.X=...   per-component options
                       (configs/methods/, configs/datasets/, configs/protocols/)
+  protocol_args.exact=true   the official test loader's own episodes, replayed (where the
+                      preset has a replay: refseg-bench ls protocols; docs/exact-episodes.md)
 
 A rerun of the same settings resumes where the last one stopped (one process at a time
 per run id). Under torchrun the episodes are sharded across ranks and the totals summed.
