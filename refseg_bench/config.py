@@ -8,7 +8,6 @@ Configs name registry keys only, never import paths.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import re
@@ -198,20 +197,16 @@ def check_options(name: str, cls: type, options: dict, extra: tuple[str, ...] = 
     """Refuse ``dataset_args`` keys that ``cls.__init__`` does not take (a misspelt option
     would otherwise be a TypeError traceback), naming the valid ones and close matches.
     A constructor with ``**options`` accepts anything and is not checked."""
+    from refseg_bench.options import unknown_keys_error
+
     params = inspect.signature(cls).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return
     valid = sorted({p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL
                     and p.name != "root"} | set(extra))
     unknown = sorted(set(options) - set(valid))
-    if not unknown:
-        return
-    hints = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, valid, n=1)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise ConfigError(f"unknown dataset option {', '.join(hints)} for {name}; valid "
-                      f"dataset_args keys: {', '.join(valid)}")
+    if unknown:
+        raise unknown_keys_error(unknown, valid, f"dataset_args of {name!r}")
 
 
 def build_method(cfg: DictConfig):

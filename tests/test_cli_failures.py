@@ -139,7 +139,8 @@ def test_full_disk_is_one_line_and_the_rerun_resumes(tmp_path):
     ("dataset_args.root=${oc.env:REFSEG_TEST_UNSET_VAR}", "dataset_args.root="),
     ("fold=[0", "cannot parse the setting 'fold=[0'"),
     ("dataset=synthetic dataset_args.n_per_clas=3",
-     "unknown dataset option 'n_per_clas' (did you mean 'n_per_class'?) for synthetic"),
+     "unknown option 'n_per_clas' (did you mean 'n_per_class'?) in dataset_args of "
+     "'synthetic'"),
 ])
 def test_bad_settings_are_one_line_user_errors(tmp_path, capsys, setting, expected):
     code = main(["run", *FAKE, "method=oracle", f"results_dir={tmp_path}",

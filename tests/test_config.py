@@ -58,8 +58,8 @@ def test_misspelt_dataset_option_names_the_valid_keys(name, tmp_path):
 
     cfg = resolve_config([f"dataset={name}", f"dataset_args.root={tmp_path / 'nowhere'}",
                           "dataset_args.bogus_option=1"])
-    with pytest.raises(ConfigError, match=f"unknown dataset option 'bogus_option' for {name}; "
-                                          "valid dataset_args keys: .*root"):
+    with pytest.raises(ConfigError, match=f"unknown option 'bogus_option' in dataset_args of "
+                                          f"'{name}'; valid keys: .*root"):
         build_dataset(cfg)
     assert not (tmp_path / "nowhere").exists()  # refused before the dataset touched disk
 
