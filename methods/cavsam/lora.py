@@ -39,6 +39,11 @@ class UNetLoRA:
         self.unet, self.rank = unet, rank
         self._config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                                   target_modules=list(TARGETS))
+        present = [a for a in (ADAPTER, SECOND) if a in getattr(unet, "peft_config", {})]
+        if present:  # adapters of an earlier UNetLoRA on the same UNet: start afresh
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "deleted an active adapter"
+                unet.delete_adapters(present)
         unet.add_adapter(self._config, adapter_name=ADAPTER)
         self.layers = self._layers()
         self.off()
