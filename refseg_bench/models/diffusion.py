@@ -185,18 +185,32 @@ def _byte_alphabet() -> list[str]:
     return chars
 
 
-@lru_cache(maxsize=1)
-def tiny_tokenizer():
-    """A real ``CLIPTokenizer`` over CLIP's base vocabulary only (every byte character, with
-    and without the end-of-word mark, plus the two special tokens) and no merges: words
-    become character tokens. 514 ids, 77 positions, like CLIP's layout."""
-    from transformers import CLIPTokenizer
-
+def write_tiny_tokenizer(folder: str | Path) -> Path:
+    """Write a CLIP tokenizer folder in Stable Diffusion's layout (``vocab.json``,
+    ``merges.txt``, ``special_tokens_map.json``, ``tokenizer_config.json``) holding CLIP's
+    base vocabulary only: every byte character, with and without the end-of-word mark, and
+    the two special tokens (514 ids), with no merges, so words become character tokens."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     alphabet = _byte_alphabet()
     vocab = {tok: i for i, tok in enumerate(alphabet + [c + "</w>" for c in alphabet]
                                             + ["<|startoftext|>", "<|endoftext|>"])}
-    folder = Path(tempfile.mkdtemp(prefix="refseg-tiny-clip-tokenizer-"))
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+               "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=77,
-                                         local_files_only=True)
+    (folder / "special_tokens_map.json").write_text(json.dumps(special))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {**special, "model_max_length": 77, "tokenizer_class": "CLIPTokenizer",
+         "do_lower_case": True}))
+    return folder
+
+
+@lru_cache(maxsize=1)
+def tiny_tokenizer():
+    """A real ``CLIPTokenizer`` read from :func:`write_tiny_tokenizer`'s folder (77
+    positions, like CLIP's)."""
+    from transformers import CLIPTokenizer
+
+    folder = write_tiny_tokenizer(tempfile.mkdtemp(prefix="refseg-tiny-clip-tokenizer-"))
+    return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
