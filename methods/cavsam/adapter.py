@@ -60,9 +60,10 @@ class CAVSAM(Method):
         super().setup(device, dataset)
         m, p = self.preset.model, self.preset
         say("cavsam", f"{self.size} preset ({self.size_reason}); {variant(p)}")
-        torch.manual_seed(m.init_seed)  # random SAM 2 weights (tiny preset) are drawn here
-        self.sam2 = build_sam2(m.sam2_variant, m.sam2_version, m.sam2_checkpoint,
-                               m.sam2_image_size, device, video=True)
+        with torch.random.fork_rng(devices=[]):  # random SAM 2 weights, drawn from init_seed
+            torch.manual_seed(m.init_seed)
+            self.sam2 = build_sam2(m.sam2_variant, m.sam2_version, m.sam2_checkpoint,
+                                   m.sam2_image_size, device, video=True)
         self.sam2.requires_grad_(False)
         self.tuner = NeckTuner(self.sam2)
         self.watch = Stopwatch(torch.device(device))
@@ -71,7 +72,7 @@ class CAVSAM(Method):
             from refseg_bench.models.diffusion import build_stable_diffusion
 
             self.sd = build_stable_diffusion(m.sd_checkpoint, device, resolution=m.sd_resolution,
-                                             seed=m.init_seed)
+                                             seed=m.init_seed, architecture=m.sd_architecture)
             self.dbst = DBST(self.sd, p.dbst, self.watch, self.opts.cache_mb << 20)
 
     def _require_setup(self) -> None:

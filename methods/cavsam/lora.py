@@ -143,6 +143,8 @@ def train_lora(lora: UNetLoRA, sd, image: torch.Tensor, text: torch.Tensor, *, s
         posterior = sd.vae.encode(image).latent_dist
     optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay,
                                   eps=1e-8)
+    # The UNet stays in eval mode: it has no dropout or batch statistics (Stable Diffusion's
+    # dropout is 0), so DiffMorpher's unet.train() computes the same function.
     with torch.enable_grad():
         for p in params:
             p.requires_grad_(True)

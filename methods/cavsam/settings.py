@@ -19,14 +19,16 @@ from refseg_bench.presets import choose_size, preset_section
 class ModelSpec:
     """SAM 2 (variant, release, checkpoint: catalogue name, path or None for random
     weights, square input size in pixels) and Stable Diffusion (checkpoint: catalogue
-    folder name, folder path or None for the tiny random one; square working resolution in
-    pixels). ``init_seed`` draws every random weight."""
+    folder name, folder path or None for random weights of ``sd_architecture``: ``tiny`` or
+    ``sd2.1-base``; square working resolution in pixels). ``init_seed`` draws every random
+    weight."""
 
     sam2_variant: str = "hiera_t"
     sam2_version: str = "2.0"
     sam2_checkpoint: str | None = "sam2_hiera_t"
     sam2_image_size: int = 1024
     sd_checkpoint: str | None = "sd21_base"
+    sd_architecture: Literal["tiny", "sd2.1-base"] = "sd2.1-base"
     sd_resolution: int = 512
     init_seed: int = 0
 

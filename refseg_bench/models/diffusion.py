@@ -74,14 +74,19 @@ class StableDiffusion:
 
 
 def build_stable_diffusion(checkpoint: str | Path | None, device: str | torch.device = "cpu",
-                           *, resolution: int = 512, seed: int = 0) -> StableDiffusion:
+                           *, resolution: int = 512, seed: int = 0,
+                           architecture: str = "tiny") -> StableDiffusion:
     """Stable Diffusion from ``checkpoint`` (a catalogue folder name such as ``"sd21_base"``
-    or a diffusers folder path), or the tiny random configuration when None (weights drawn
-    from ``seed``). ``resolution``: the square image size DBST works at (pixels)."""
+    or a diffusers folder path), or random weights drawn from ``seed`` when None, of
+    ``architecture`` (``tiny``, or ``sd2.1-base`` for speed measurements at the real size).
+    ``resolution``: the square image size DBST works at (pixels)."""
     if checkpoint is None:
-        parts = _tiny_parts(seed)
-        identity, weights = f"tiny-random:seed{seed}", "random"
-        info = {"model": "sd/tiny", "weights": "random", "seed": seed}
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown Stable Diffusion architecture {architecture!r}; "
+                             f"expected one of {ARCHITECTURES}")
+        parts = _random_parts(architecture, seed)
+        identity, weights = f"{architecture}-random:seed{seed}", "random"
+        info = {"model": f"sd/{architecture}", "weights": "random", "seed": seed}
     else:
         parts, folder = _load_folder(checkpoint)
         identity = "|".join(f"{k}={v}" for k, v in sorted(folder.sha256.items()))
@@ -146,28 +151,53 @@ def ddim_from_config(config: dict):
     return DDIMScheduler(**{k: v for k, v in config.items() if k in accepted})
 
 
-# --- the tiny random configuration ---------------------------------------------------------
+# --- random weights ------------------------------------------------------------------------
 
-def _tiny_parts(seed: int):
+# Model configs of random Stable Diffusions: ``tiny`` for CPU runs and tests, and the values
+# of Stable Diffusion 2.1-base's unet/vae/text_encoder config.json files for speed
+# measurements at the real size without the download.
+_ARCH = {
+    "tiny": {
+        "unet": {"sample_size": 16, "layers_per_block": 1, "block_out_channels": (32, 64),
+                 "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+                 "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+                 "cross_attention_dim": 32, "attention_head_dim": 8, "norm_num_groups": 8},
+        "vae": {"latent_channels": 4, "layers_per_block": 1, "block_out_channels": (16, 32),
+                "norm_num_groups": 8, "down_block_types": ("DownEncoderBlock2D",) * 2,
+                "up_block_types": ("UpDecoderBlock2D",) * 2},
+        "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "projection_dim": 32},
+    },
+    "sd2.1-base": {
+        "unet": {"sample_size": 64, "layers_per_block": 2,
+                 "block_out_channels": (320, 640, 1280, 1280), "cross_attention_dim": 1024,
+                 "attention_head_dim": (5, 10, 20, 20), "use_linear_projection": True},
+        "vae": {"latent_channels": 4, "layers_per_block": 2, "sample_size": 768,
+                "block_out_channels": (128, 256, 512, 512),
+                "down_block_types": ("DownEncoderBlock2D",) * 4,
+                "up_block_types": ("UpDecoderBlock2D",) * 4},
+        "text": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23,
+                 "num_attention_heads": 16, "projection_dim": 512, "hidden_act": "gelu"},
+    },
+}
+ARCHITECTURES = tuple(_ARCH)
+
+
+def _random_parts(architecture: str, seed: int):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(seed)  # diffusers and transformers initialise from the global RNG
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-        attention_head_dim=8, norm_num_groups=8)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-        block_out_channels=(16, 32), norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
-        projection_dim=32, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    arch = _ARCH[architecture]
+    tokenizer = tiny_tokenizer()  # token ids do not change the cost of a forward pass
+    # diffusers and transformers initialise from the global RNG: seed a forked copy of it
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**arch["unet"])
+        vae = AutoencoderKL(**arch["vae"])
+        text = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, **arch["text"]))
     return unet, vae, text, tokenizer, ddim_from_config(_SD_SCHEDULE)
 
 

@@ -19,9 +19,10 @@ from refseg_bench.loading import load_episode
 from refseg_bench.protocols import load_protocol
 from refseg_bench.sampler import sample_episodes
 
-# The tiny preset, smaller still: every stage runs, each for one step.
+# The tiny preset, smaller still: every stage runs, each for one step; Nv = 4 gives two
+# generated frames, the first of which TTGA prompts.
 MICRO = {"model": {"sam2_image_size": 64, "sd_resolution": 16},
-         "dbst": {"num_frames": 3, "lora_steps": 1, "lora_rank": 2, "inversion_steps": 1},
+         "dbst": {"num_frames": 4, "lora_steps": 1, "lora_rank": 2, "inversion_steps": 1},
          "ttga": {"steps": 1}}
 # The same as method_args dotlist overrides for the runner.
 MICRO_ARGS = ["method_args.size=tiny"] + [

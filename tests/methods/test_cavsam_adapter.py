@@ -49,6 +49,7 @@ def test_predicts_a_probability_per_episode_and_restores_the_weights(method):
     assert set(t) >= {"lora", "inversion", "generation", "ttga", "propagation"}
     assert t["ttga"] > 0 and t["propagation"] > 0 and t["generation"] > 0
     assert method.counts["ttga_runs"] >= 2 and method.dbst.counts["lora_trained"] >= 2
+    assert method.counts["frames_prompted"] + method.counts["ttga_empty_frame_masks"] == 2
 
 
 def test_weights_are_restored_when_an_episode_fails(method, monkeypatch):
@@ -120,13 +121,21 @@ def test_ablations_two_frame_and_no_dbst():
     assert no_dbst.counts["ttga_runs"] == 1 and no_dbst.counts["frames_prompted"] == 0
 
 
+def test_mask_prompts_for_the_frames_and_a_box_for_frame_zero():
+    method = micro_method(ttga={"prompt": "mask"}, reference_prompt="box")
+    episodes = fake_episodes("mask", n=1)
+    out = _predict(method, episodes)
+    assert tuple(out[0].shape) == episodes[0].query_size
+    assert method.counts["frames_prompted"] + method.counts["ttga_empty_frame_masks"] == 1
+
+
 def test_describe_records_options_variant_and_provenance(method):
     info = method.describe()
-    assert info["model"].startswith("cavsam/sam2.0-tiny@64+sd@16 [Nv=3, TTGA]")
+    assert info["model"].startswith("cavsam/sam2.0-tiny@64+sd@16 [Nv=4, TTGA]")
     assert info["weights"] == "random" and info["size"] == "tiny"
     assert info["dbst"]["lora_steps"] == 1 and info["ttga"]["steps"] == 1
     assert info["stable_diffusion"]["model"] == "sd/tiny" and "k_shot" in info
-    assert method.options["dbst"]["num_frames"] == 3  # the runner records these too
+    assert method.options["dbst"]["num_frames"] == 4  # the runner records these too
 
 
 def test_bad_options_are_config_errors():

@@ -44,7 +44,7 @@ def test_synthetic_benchmark_offline(tmp_path, synthetic_root, monkeypatch, anno
     assert info["counts"]["ttga_runs"] == 2
     assert info["dbst_counts"]["lora_trained"] + info["dbst_counts"]["lora_cached"] == 4
     saved = OmegaConf.load(Path(tmp_path) / "results" / summary["run_id"] / "config.yaml")
-    assert saved.method_args.dbst.num_frames == 3 and info["dbst"]["num_frames"] == 3
+    assert saved.method_args.dbst.num_frames == 4 and info["dbst"]["num_frames"] == 4
 
 
 def test_cross_domain_replica_with_class_name_prompts(tmp_path, monkeypatch):
