@@ -26,6 +26,10 @@ TINY_ARGS = {
     "persam_f": ["method_args.size=tiny", "method_args.train_iters=3"],
     "vrpsam": ["method_args.size=tiny", "method_args.untrained=true",
                "method_args.model.image_size=64", "method_args.model.sam_image_size=128"],
+    "cavsam": ["method_args.size=tiny", "method_args.model.sam2_image_size=64",
+               "method_args.model.sd_resolution=16", "method_args.dbst.num_frames=3",
+               "method_args.dbst.lora_steps=1", "method_args.dbst.inversion_steps=1",
+               "method_args.ttga.steps=1"],
 }
 
 

@@ -46,6 +46,10 @@ def local_status(entry, directory, verify: bool) -> str:
     from refseg_bench.models.checkpoints import sha256_file
     from refseg_bench.models.download import part_path
 
+    if entry.is_folder:
+        from refseg_bench.models.folders import folder_status
+
+        return folder_status(entry, directory, verify)
     path = directory / entry.file_name
     if not path.exists():
         part = part_path(path)
@@ -74,8 +78,11 @@ def run_list(args) -> int:
     for col in ("name", "file", "size", "licence", "status"):
         table.add_column(col, style="bold" if col == "name" else None)
     for entry in catalogue().values():
-        size = f"{entry.size / 2**20:,.0f} MiB" if entry.size else "?"
-        table.add_row(entry.name, entry.file_name, size, entry.licence,
+        total = entry.size or (sum(f.size for f in entry.files)
+                               if entry.files and all(f.size for f in entry.files) else None)
+        size = f"{total / 2**20:,.0f} MiB" if total else "?"
+        table.add_row(entry.name, entry.file_name + ("/" if entry.is_folder else ""), size,
+                      entry.licence,
                       local_status(entry, directory, args.verify))
     Console(width=160).print(table)
     return 0
@@ -86,6 +93,11 @@ def run_fetch(args) -> int:
 
     path = fetch(args.name, args.dest, url_override=args.url, progress=not args.no_progress)
     entry = catalogue_entry(args.name)
+    if entry.is_folder:
+        published = sum(f.sha256 is not None for f in entry.files)
+        print(f"{path}: {len(entry.files)} files, {published} checked against a published "
+              f"sha256, {len(entry.files) - published} unverified (none published)")
+        return 0
     found = sha256_file(path)
     if entry.sha256 is None:
         print(f"{path}: sha256 {found} (unverified: no published sha256 for {args.name})")
