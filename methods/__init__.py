@@ -14,3 +14,5 @@ METHODS.register("persam_f", "refseg_bench.methods.persam.adapter:PerSAMF",
                  "PerSAM-F: PerSAM with two mask weights fitted on the references")
 METHODS.register("vrpsam", "refseg_bench.methods.vrpsam.adapter:VRPSAM",
                  "VRP-SAM: trained visual reference prompt encoder in front of a frozen SAM")
+METHODS.register("fss_sam2", "refseg_bench.methods.fss_sam2.adapter:FSSAM",
+                 "FSSAM (FSS-SAM2): SAM 2 memory path with DINOv2 pseudo prompts, trained per fold")

@@ -26,6 +26,8 @@ TINY_ARGS = {
     "persam_f": ["method_args.size=tiny", "method_args.train_iters=3"],
     "vrpsam": ["method_args.size=tiny", "method_args.untrained=true",
                "method_args.model.image_size=64", "method_args.model.sam_image_size=128"],
+    "fss_sam2": ["method_args.size=tiny", "method_args.untrained=true",
+                 "method_args.model.image_size=64", "method_args.model.dino_size=70"],
 }
 
 
