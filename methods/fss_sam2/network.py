@@ -70,10 +70,11 @@ class FSSAMNet:
         self.model, self.dino_size, self.stages = model, dino_size, stages or Stages()
         self.cache = cache if cache is not None else EmbeddingCache()
         self.frozen_id = "initial"  # names the frozen weights in cache keys; see load_weights
+        # Everything outside the optimiser's three modules is frozen (FSSAM leaves SAM 2's
+        # loose parameters such as maskmem_tpos_enc trainable but never steps them).
         model.dino.requires_grad_(False)
-        for name, child in model.sam2.named_children():
-            if name not in LEARNABLE:
-                child.requires_grad_(False)
+        for name, p in model.sam2.named_parameters():
+            p.requires_grad_(name.split(".")[0] in LEARNABLE)
 
     @property
     def sam2(self):
