@@ -30,6 +30,8 @@ TINY_ARGS = {
                "method_args.model.sd_resolution=16", "method_args.dbst.num_frames=3",
                "method_args.dbst.lora_steps=1", "method_args.dbst.inversion_steps=1",
                "method_args.ttga.steps=1"],
+    "fss_sam2": ["method_args.size=tiny", "method_args.untrained=true",
+                 "method_args.model.image_size=64", "method_args.model.dino_size=70"],
 }
 
 
