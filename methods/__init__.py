@@ -14,3 +14,5 @@ METHODS.register("persam_f", "refseg_bench.methods.persam.adapter:PerSAMF",
                  "PerSAM-F: PerSAM with two mask weights fitted on the references")
 METHODS.register("vrpsam", "refseg_bench.methods.vrpsam.adapter:VRPSAM",
                  "VRP-SAM: trained visual reference prompt encoder in front of a frozen SAM")
+METHODS.register("matcher", "refseg_bench.methods.matcher.adapter:Matcher",
+                 "Matcher: DINOv2 patch matching prompts SAM; proposals scored and merged")
