@@ -124,7 +124,7 @@ def cluster_centres(points: np.ndarray, num_centers: int, gen: torch.Generator,
     for _ in range(max_restarts):
         centers, assignment = kmeans_pp(points, k, gen)
         if torch.unique(assignment).shape[0] == k:
-            return np.array(centers).astype(np.int64)
+            return centers.numpy().astype(np.int64)  # float32 -> int64, truncating
     raise RuntimeError(f"k-means++ left an empty cluster {max_restarts} times in a row on "
                        f"{len(points)} points")
 

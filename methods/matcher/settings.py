@@ -141,7 +141,7 @@ DEFAULT_PRESETS = {
                        "dinov2": "vitl14", "dinov2_checkpoint": "dinov2_vitl14"}},
     "tiny": {"model": {"sam": "tiny", "sam_checkpoint": None, "sam_image_size": 256,
                        "dinov2": "tiny", "dinov2_checkpoint": None,
-                       "sam_logit_scale": 20.0, "sam_iou_offset": 0.9}},
+                       "sam_logit_scale": 400.0, "sam_iou_offset": 0.85}},
 }
 
 
