@@ -25,7 +25,8 @@ JOB (``torch.save``): ``setting`` (script name, e.g. ``"coco"``, ``"fss_5shot"``
 ``sam`` {``state_dict``, ``spec`` (SamSpec fields), ``image_size``}, ``dinov2``
 {``state_dict``, ``spec`` (VitSpec fields)}, ``episodes``: list of {``query`` (H, W, 3)
 uint8, ``supports``: list of (h, w, 3) uint8, ``masks``: list of (h, w) bool}.
-``extra_flags`` (optional): more ``main_oss.py`` flags after the script's.
+``device`` (optional, default ``"cpu"``); ``extra_flags`` (optional): more ``main_oss.py``
+flags after the script's.
 OUT: ``masks`` list of (518, 518) bool tensors, ``seconds`` per episode, ``args`` (the
 parsed official arguments).
 """
@@ -192,7 +193,7 @@ def run(job: dict, official_dir: Path) -> dict:
         args = official_args(root, job["setting"], tuple(job.get("extra_flags", ())))
         args.dinov2_size, args.sam_size = register_tiny(job, root)
         args.dinov2_weights, args.sam_weights = str(root / "dinov2.pth"), str(root / "sam.pth")
-        args.device = torch.device("cpu")
+        args.device = torch.device(job.get("device", "cpu"))
         matcher = build_matcher_oss(args)
         loader = torch.utils.data.DataLoader(Episodes(job["episodes"], args.img_size),
                                              batch_size=1, shuffle=False, num_workers=0)
@@ -201,11 +202,16 @@ def run(job: dict, official_dir: Path) -> dict:
         masks, seconds = [], []
         with torch.no_grad():
             for batch in loader:
+                batch = {k: v.to(args.device) for k, v in batch.items()}  # utils.to_cuda
+                if args.device.type == "cuda":
+                    torch.cuda.synchronize()
                 start = time.perf_counter()
                 matcher.set_reference(batch["support_imgs"], batch["support_masks"])
                 matcher.set_target(batch["query_img"])
                 pred = matcher.predict()
                 matcher.clear()
+                if args.device.type == "cuda":
+                    torch.cuda.synchronize()
                 seconds.append(time.perf_counter() - start)
                 masks.append(pred[0].bool().cpu())
         plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
