@@ -26,7 +26,7 @@ TINY_ARGS = {
     "persam_f": ["method_args.size=tiny", "method_args.train_iters=3"],
     "matcher": ["method_args.size=tiny", "method_args.setting=fss",
                 "method_args.setting_overrides.num_centers=3",
-                "method_args.setting_overrides.img_size=56",
+                "method_args.setting_overrides.img_size=56", "method_args.model.sam_image_size=128",
                 "method_args.setting_overrides.sample_range=[1,2]"],
     "vrpsam": ["method_args.size=tiny", "method_args.untrained=true",
                "method_args.model.image_size=64", "method_args.model.sam_image_size=128"],
