@@ -74,7 +74,8 @@ def compare(setting: str, episodes: list[Episode], options: dict, device: torch.
         seconds.append(time.perf_counter() - start)
     equal = [torch.equal(a.cpu(), b) for a, b in zip(mine, official["masks"], strict=True)]
     name = setting + (" " + " ".join(extra) if extra else "")
-    print(f"\n{name}: {len(episodes)} episodes, {device}, torch {torch.__version__}, "
+    print(f"\n{name} (weights seed {ours.spec.init_seed}): {len(episodes)} episodes, "
+          f"{device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, emd_workers {ours.opts.emd_workers}")
     print(f"{'episode':>8}{'official s':>12}{'ours s':>10}{'ratio':>8}")
     for i, (a, b) in enumerate(zip(official["seconds"], seconds, strict=True)):
@@ -94,6 +95,9 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=2)
     p.add_argument("--per-class", type=int, default=3)
     p.add_argument("--grid", type=int, default=16, help="COCO dense grid (script: 64)")
+    p.add_argument("--fss-seed", type=int, default=1,
+                   help="random-weight seed for FSS: seed 0's single-mask proposals all share "
+                   "one 37 x 37 mask (one EMD per episode); seed 1's differ (every EMD runs)")
     args = p.parse_args()
     if not os.environ.get(matcher_official.OFFICIAL_ENV):
         raise SystemExit(f"set {matcher_official.OFFICIAL_ENV} to a checkout of "
@@ -103,8 +107,9 @@ def main() -> None:
              "lvis": ("--points_per_side", str(args.grid)) if args.grid != 64 else ()}
     if "cpu" in args.sections:
         for setting in args.settings:
-            compare(setting, episodes, {"size": "tiny"}, torch.device("cpu"),
-                    extra.get(setting, ()))
+            seed = args.fss_seed if setting.startswith("fss") else 0
+            compare(setting, episodes, {"size": "tiny", "model": {"init_seed": seed}},
+                    torch.device("cpu"), extra.get(setting, ()))
     if "gpu" in args.sections:
         if not torch.cuda.is_available():
             print("\nGPU section skipped: CUDA is not available. It compares the official "
