@@ -18,3 +18,5 @@ METHODS.register("cavsam", "refseg_bench.methods.cavsam.adapter:CAVSAM",
                  "CAV-SAM: reference-target pseudo video for SAM 2 (diffusion frames, neck tuning)")
 METHODS.register("fss_sam2", "refseg_bench.methods.fss_sam2.adapter:FSSAM",
                  "FSSAM (FSS-SAM2): SAM 2 memory path with DINOv2 pseudo prompts, trained per fold")
+METHODS.register("matcher", "refseg_bench.methods.matcher.adapter:Matcher",
+                 "Matcher: DINOv2 patch matching prompts SAM; proposals scored and merged")

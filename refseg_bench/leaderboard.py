@@ -67,7 +67,8 @@ def row_of(s: dict) -> dict:
 def build(results_dir: Path) -> pd.DataFrame:
     rows = [row_of(s) for s in load_summaries(results_dir)]
     if not rows:
-        return pd.DataFrame(columns=ID_COLUMNS + ["mean"])
+        return pd.DataFrame(columns=ID_COLUMNS[:3] + ["random_weights", "section"]
+                            + ID_COLUMNS[3:] + ["mean", "run_id", "_ci"])
     df = pd.DataFrame(rows)
     fold_cols = sorted((c for c in df.columns if c.startswith("fold")), key=lambda c: int(c[4:]))
     cols = ID_COLUMNS + fold_cols + ["mean", "seed_std", "fbiou", "episodes", "skipped", "ci95",
