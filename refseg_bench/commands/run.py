@@ -12,7 +12,7 @@ Settings (key=value, OmegaConf dotlist; defaults from configs/run.yaml):
   annotation=KIND     mask | box | point | scribble                        [mask]
   episodes=N          episodes per fold                                    [the protocol's]
   seed=S              sampling seed                                        [the protocol's]
-  batch_size=B num_workers=W device=auto|cpu|cuda   speed only, never the numbers
+  batch_size=B num_workers=W|auto device=auto|cpu|cuda   speed only, never the numbers
   save_predictions=true   also write one PNG per episode at original size
   overwrite=true      discard an existing record of the same run and start again
   method_args.X=... dataset_args.X=... protocol_args.X=...   per-component options
