@@ -7,6 +7,12 @@ missing). ``predict`` never looks at episode fields to choose weights.
 
 k-shot: each support gives its own 50 tokens; the k prompt sets are concatenated into one
 sparse prompt of 50 k tokens (the official ``predict_mask_nshot``). Training is 1-shot.
+
+A support's frozen backbone features depend on nothing but the support image, its
+annotation and the backbone, so at evaluation they are computed one support at a time
+(never mixed into a batch, whose size would change their last bits) and kept in a
+reference cache keyed by that content (``support_cache_mb``; 0 turns it off and gives the
+same numbers).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ class VRPSAM(Method):
         self._initial_state: dict | None = None
         self._active: tuple[int, str] | None = None
         self.loaded: dict[int, fold_weights.FoldWeights] = {}
+        self.support_cache = None
+        self._support_state: str | None = None
 
     # --- set-up ---------------------------------------------------------------------------
     def setup(self, device: torch.device, dataset) -> None:
@@ -48,10 +56,13 @@ class VRPSAM(Method):
 
         super().setup(device, dataset)
         self.dataset = dataset
+        from refseg_bench.models.reference_cache import ReferenceCache
+
         if self.net is None or self.net.device != torch.device(device):
             say("vrpsam", f"{self.size} preset ({self.size_reason})")
             self.net = build_net(self.preset.model, torch.device(device))
             self._initial_state = copy.deepcopy(self.net.encoder.state_dict())
+        self.support_cache = ReferenceCache(max_bytes=self.opts.support_cache_mb << 20)
         self._active = None
 
     def _require_setup(self) -> None:
@@ -124,6 +135,36 @@ class VRPSAM(Method):
                                    device=self.net.device)))
         enc.eval()
         self._active = (fold, annotation)
+        self._support_state = self._backbone_state()
+
+    def _backbone_state(self) -> str:
+        """What a support's frozen features depend on besides the support itself: the
+        backbone weights (a checkpoint may carry its own), input size and device."""
+        from torch import nn
+
+        from refseg_bench.methods.vrpsam.encoder import BACKBONE_LAYERS
+        from refseg_bench.models.cache import weights_fingerprint
+
+        enc = self.net.encoder
+        backbone = nn.ModuleList([getattr(enc, name) for name in BACKBONE_LAYERS])
+        return f"{weights_fingerprint(backbone)}|{self.net.image_size}|{self.net.device}"
+
+    def support_features(self, episodes, tensors) -> list:
+        """Per shot, the batch's :class:`SupportFeatures`, each support computed alone
+        (batch of one) or taken from the support cache."""
+        from refseg_bench.methods.vrpsam.encoder import SupportFeatures
+
+        enc, out = self.net.encoder, []
+        for i in range(tensors.supports.shape[1]):
+            parts = []
+            for b, ep in enumerate(episodes):
+                key = self.support_cache.key("vrpsam/support", self._support_state,
+                                             [ep.support_images[i]], [ep.annotations[i]])
+                parts.append(self.support_cache.get_or_compute(key, lambda b=b, i=i: (
+                    enc.support_features(tensors.supports[b:b + 1, i],
+                                         tensors.masks[b:b + 1, i]).as_dict())))
+            out.append(SupportFeatures.cat(parts))
+        return out
 
     # --- inference ------------------------------------------------------------------------
     def predict(self, batch) -> list[torch.Tensor]:
@@ -137,7 +178,8 @@ class VRPSAM(Method):
         for start in range(0, len(batch), step):
             episodes = batch.episodes[start:start + step]
             tensors = episode_tensors(episodes, self.net.image_size).to(self.net.device)
-            logits = self.net.logits(tensors, [e.query_image for e in episodes])
+            logits = self.net.logits(tensors, [e.query_image for e in episodes],
+                                     self.support_features(episodes, tensors))
             for logit, size in zip(logits, tensors.sizes, strict=True):
                 out.append(logits_to_size(logit[None], size)[0, 0].sigmoid())
         return out

@@ -3,6 +3,8 @@ input conversion, per-fold checkpoints and provenance."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,24 @@ def test_external_checkpoint_per_fold_is_loaded_and_described(tmp_path, untraine
     assert info["trained_weights"] == "unverified"
     assert info["weights"] == "random"  # the tiny SAM and backbone are random
     assert len(info["checkpoint_sha256"]) == 2
+
+
+def test_support_cache_reuses_features_and_changes_nothing(tmp_path):
+    from refseg_bench.episodes import EpisodeBatch
+
+    cached = tiny_method(tmp_path / "a", untrained=True)
+    fresh = tiny_method(tmp_path / "b", untrained=True, support_cache_mb=0)
+    batch = val_batch(cached.dataset, fold=0, shot=2, annotation="scribble", n=3)
+    # The same references with every episode's query: the supports repeat across batches.
+    repeat = EpisodeBatch([replace(e, support_images=batch.episodes[0].support_images,
+                                   annotations=batch.episodes[0].annotations)
+                           for e in batch.episodes], "scribble")
+    out = {}
+    for name, m in (("cached", cached), ("fresh", fresh)):
+        begin(m, 0, "scribble", 2)
+        with torch.inference_mode():
+            out[name] = m.predict(batch) + m.predict(repeat)
+    assert all(torch.equal(a, b) for a, b in zip(out["cached"], out["fresh"], strict=True))
+    stats = cached.support_cache.stats
+    assert stats.computed == 2 * 3 and stats.hits == 2 * 3  # repeat: all from the cache
+    assert fresh.support_cache.stats.computed == 2 * 6 and len(fresh.support_cache) == 0
