@@ -193,7 +193,8 @@ def _save_predictions(out: Path, preds: dict[int, torch.Tensor | None]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for idx, p in preds.items():
         if p is not None:
-            mask = (p.detach().float().cpu().numpy() >= 0.5).astype(np.uint8) * 255
+            # The scorer's rule (foreground iff p > 0.5, in the prediction's dtype).
+            mask = (p.detach().cpu() > 0.5).numpy().astype(np.uint8) * 255
             Image.fromarray(mask, mode="L").save(out / f"{idx:05d}.png")
 
 

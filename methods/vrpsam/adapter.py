@@ -9,10 +9,10 @@ k-shot: each support gives its own 50 tokens; the k prompt sets are concatenated
 sparse prompt of 50 k tokens (the official ``predict_mask_nshot``). Training is 1-shot.
 
 A support's frozen backbone features depend on nothing but the support image, its
-annotation and the backbone, so at evaluation they are computed one support at a time
-(never mixed into a batch, whose size would change their last bits) and kept in a
-reference cache keyed by that content (``support_cache_mb``; 0 turns it off and gives the
-same numbers).
+annotation and the backbone, so at evaluation they are kept in a reference cache keyed by
+that content (``support_cache_mb``; 0 turns it off): the supports of a batch not seen
+before go through the backbone together, once each, like the query embeddings through the
+embedding cache.
 """
 
 from __future__ import annotations
@@ -150,21 +150,30 @@ class VRPSAM(Method):
         return f"{weights_fingerprint(backbone)}|{self.net.image_size}|{self.net.device}"
 
     def support_features(self, episodes, tensors) -> list:
-        """Per shot, the batch's :class:`SupportFeatures`, each support computed alone
-        (batch of one) or taken from the support cache."""
+        """Per shot, the batch's :class:`SupportFeatures`: supports seen before come from
+        the support cache, the others are computed in one backbone pass (each distinct
+        support once) and cached."""
         from refseg_bench.methods.vrpsam.encoder import SupportFeatures
 
-        enc, out = self.net.encoder, []
-        for i in range(tensors.supports.shape[1]):
-            parts = []
-            for b, ep in enumerate(episodes):
-                key = self.support_cache.key("vrpsam/support", self._support_state,
-                                             [ep.support_images[i]], [ep.annotations[i]])
-                parts.append(self.support_cache.get_or_compute(key, lambda b=b, i=i: (
-                    enc.support_features(tensors.supports[b:b + 1, i],
-                                         tensors.masks[b:b + 1, i]).as_dict())))
-            out.append(SupportFeatures.cat(parts))
-        return out
+        cache, k = self.support_cache, tensors.supports.shape[1]
+        keys = [[cache.key("vrpsam/support", self._support_state, [ep.support_images[i]],
+                           [ep.annotations[i]]) for i in range(k)] for ep in episodes]
+        unique = dict.fromkeys(key for row in keys for key in row)
+        found = {key: value for key in unique if (value := cache.lookup(key)) is not None}
+        todo = {}  # key -> (episode, shot) of its first occurrence
+        for b, row in enumerate(keys):
+            for i, key in enumerate(row):
+                if key not in found and key not in todo:
+                    todo[key] = (b, i)
+        if todo:
+            where = list(todo.values())
+            fresh = self.net.encoder.support_features(
+                torch.stack([tensors.supports[b, i] for b, i in where]),
+                torch.stack([tensors.masks[b, i] for b, i in where]))
+            for j, key in enumerate(todo):
+                found[key] = cache.put(key, {name: t[j:j + 1] for name, t in
+                                             fresh.as_dict().items()})
+        return [SupportFeatures.cat([found[row[i]] for row in keys]) for i in range(k)]
 
     # --- inference ------------------------------------------------------------------------
     def predict(self, batch) -> list[torch.Tensor]:
