@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 from blob_episodes import make_episode, sync
+from perf_report import headline, skipped
 
 from refseg_bench.episodes import EpisodeBatch
 from refseg_bench.methods.vrpsam import trainer as T
@@ -100,6 +101,8 @@ def section(name: str, size_name: str, model: dict, train: dict, device: torch.d
         warm = eval_rate(method, device, size, args.episodes, shot, warm=True)
         print(f"evaluation {shot}-shot: {cold:7.1f} episodes/s new queries, {warm:7.1f} "
               "episodes/s cached query embeddings")
+        headline(f"vrpsam {name}, {shot}-shot evaluation: episodes/s", cold, unit="ep/s",
+                 note=f"{warm:.1f} episodes/s with cached query embeddings")
 
 
 def main() -> int:
@@ -120,6 +123,9 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("\n== GPU, real size: skipped (no CUDA device here); run this script on a GPU "
               "machine for the real-size numbers.")
+        for shot in (1, 5):
+            skipped(f"vrpsam GPU, real size (random weights), {shot}-shot evaluation: "
+                    "episodes/s", "no CUDA device", unit="ep/s")
         return 0
     section("GPU, real size (random weights)", "real", REAL_MODEL,
             {**tiny["train"], "batch_size": 8, "lr": 1e-4}, torch.device("cuda"),

@@ -80,7 +80,7 @@ class _PerSAMBase(Method):
     # ---- encoding -------------------------------------------------------------------
     def encode(self, images: list[np.ndarray]) -> list[ImageState]:
         """Encode ``images`` (each (H, W, 3) uint8) through the cache, at most
-        ``encoder_batch`` per encoder forward."""
+        ``encoder_batch`` per encoder forward (an image met twice is encoded once)."""
         from refseg_bench.models.cache import EncoderId
         from refseg_bench.models.sam import encode_sam_images
 
@@ -113,13 +113,26 @@ class _PerSAMBase(Method):
     def pool(fg: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def encode_ahead(self, batch: EpisodeBatch) -> None:
+        """Encode the batch's images into the embedding cache, ``encoder_batch`` per
+        forward across episodes: every query, and the references of episodes whose
+        reference stage is not cached yet. (With ``encoder_batch: 1`` each image is encoded
+        alone anyway, when first needed.)"""
+        images = [ep.query_image for ep in batch]
+        for ep in batch:
+            if self._reference_key(ep) not in self.reference_cache:
+                images += ep.support_images
+        self.encode(images)
+
+    def _reference_key(self, episode: Episode) -> str:
+        return self.reference_cache.key(f"{self.name}/reference", self._state,
+                                        episode.support_images, episode.annotations)
+
     def reference_stage(self, episode: Episode) -> dict:
         """The query-independent part of an episode (cached by reference content):
         ``target`` (C,) and, for PerSAM-F, ``weights`` (3,) and ``losses`` (iterations,)."""
-        key = self.reference_cache.key(f"{self.name}/reference", self._state,
-                                       episode.support_images, episode.annotations)
-        return self.reference_cache.get_or_compute(key, lambda: self.prepare_references(
-            episode))
+        return self.reference_cache.get_or_compute(
+            self._reference_key(episode), lambda: self.prepare_references(episode))
 
     def prepare_references(self, episode: Episode) -> dict:
         refs = self.encode(episode.support_images)
@@ -130,6 +143,8 @@ class _PerSAMBase(Method):
     def predict(self, batch: EpisodeBatch) -> list[Tensor]:
         if self.sam is None:
             raise RuntimeError(f"{self.name}: call setup(device, dataset) before predict()")
+        if self.opts.encoder_batch > 1:
+            self.encode_ahead(batch)
         return [self.predict_episode(ep).mask for ep in batch]
 
     def predict_episode(self, episode: Episode) -> cascade.Segmentation:

@@ -116,6 +116,9 @@ class ReferenceCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
     @staticmethod
     def key(kind: str, state: str, images: Sequence[np.ndarray], annotations: Sequence,
             masks: Sequence[np.ndarray] | None = None) -> str:

@@ -210,3 +210,16 @@ def test_reference_stage_runs_once_per_reference_set_and_changes_nothing(cls):
     with torch.no_grad():
         cached.predict(EpisodeBatch(other, "point"))
     assert calls["cached"] == 2
+
+
+def test_encoder_batch_encodes_across_the_episodes_of_a_batch():
+    episodes = _sharing_references("mask", n=3)  # 3 queries, 2 shared references
+    m = PerSAM(**TINY, encoder_batch=8)
+    m.setup(torch.device("cpu"))
+    with torch.no_grad():
+        out = m.predict(EpisodeBatch(episodes, "mask"))
+    assert m.cache.stats.encoder_passes == 1 and m.cache.stats.images_encoded == 5
+    assert [p.shape for p in out] == [ep.query_size for ep in episodes]
+    with torch.no_grad():
+        m.predict(EpisodeBatch(episodes, "mask"))  # all cached now: no pass
+    assert m.cache.stats.encoder_passes == 1
