@@ -8,6 +8,8 @@ Sections (one function each, called in turn by ``main``):
   over as float32 probabilities, as float16 probabilities (the values are generated
   exactly representable in float16) and as bool masks (what a method with a binary
   output, e.g. PerSAM, hands over). Every result is checked equal to the reference's.
+- scorer on the GPU (skipped without CUDA): episodes/s and the bytes of prediction and
+  label read per second, against a device-to-device copy's bandwidth.
 - harness overhead: a ``proto`` and an ``oracle`` run through the real runner; the runner's
   stage timers split each episode into the method's ``predict`` and everything else, with
   loader workers at the run default and with none (``num_workers=0``).
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from perf_report import headline
+from perf_report import headline, skipped
 
 from refseg_bench.scorer import episode_totals
 from refseg_bench.scorer_reference import reference_episode_totals
@@ -135,6 +137,61 @@ def scorer_headlines(rows: list[Row]) -> None:
                      note=f"wall {r.speedup:.1f}x; {r.cpu_us_per_episode:.0f} us/episode")
 
 
+def gpu_scorer_section(args: argparse.Namespace) -> None:
+    """Scorer throughput on the GPU (original size) against the device's memory bandwidth:
+    bytes of prediction and label read per second, beside a device-to-device copy's."""
+    if not torch.cuda.is_available():
+        print("\nGPU scorer section skipped: CUDA is not available.")
+        skipped("scorer on the GPU: fraction of copy bandwidth, bool masks", "no CUDA device")
+        return
+    dev = torch.device("cuda")
+    preds, labels = make_episodes(args.episodes, args.seed)
+    expected = reference_episode_totals(preds, labels)
+    labels = [lab.to(dev) for lab in labels]
+    src = torch.empty(1 << 28, dtype=torch.uint8, device=dev)  # 256 MiB
+    dst = torch.empty_like(src)
+    copy_s = _cuda_time(lambda: dst.copy_(src), args.repeats)
+    copy_bw = 2 * src.numel() / copy_s  # read + write
+    props = torch.cuda.get_device_properties(dev)
+    clock, bus = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
+    spec = f", spec peak {2 * clock * 1e3 * bus / 8 / 1e9:.0f} GB/s" if clock and bus else ""
+    print(f"\nscorer on {props.name}: device copy {copy_bw / 1e9:.0f} GB/s{spec}; batch "
+          f"{args.batch_size}, original size")
+    for kind, convert in (("float32 probabilities", lambda p: p),
+                          ("float16 probabilities", lambda p: p.half()),
+                          ("bool masks", lambda p: p > 0.5)):
+        inputs = [convert(p).to(dev) for p in preds]
+        got = torch.cat([episode_totals(inputs[i:i + args.batch_size],
+                                        labels[i:i + args.batch_size])
+                         for i in range(0, len(inputs), args.batch_size)]).cpu().numpy()
+        if not np.array_equal(got, expected):
+            raise AssertionError(f"GPU scorer differs from the reference ({kind})")
+        sec = _cuda_time(lambda x=inputs: [episode_totals(x[i:i + args.batch_size],
+                                                          labels[i:i + args.batch_size])
+                                           for i in range(0, len(x), args.batch_size)],
+                         args.repeats)
+        read = sum(p.numel() * p.element_size() + lab.numel()
+                   for p, lab in zip(inputs, labels, strict=True))
+        print(f"  {kind:22s} {args.episodes / sec:9.0f} episodes/s, reads {read / sec / 1e9:6.1f}"
+              f" GB/s = {100 * read / sec / copy_bw:5.1f}% of the copy bandwidth")
+        headline(f"scorer on the GPU: fraction of copy bandwidth, {kind}",
+                 100 * read / sec / copy_bw, unit="%",
+                 note=f"{args.episodes / sec:.0f} episodes/s on {props.name}")
+
+
+def _cuda_time(fn, repeats: int) -> float:
+    """Best seconds of ``repeats`` CUDA-synchronised calls, after one warm-up."""
+    fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def overhead_section(args: argparse.Namespace) -> list[dict]:
     """Harness overhead per episode (waiting for loaded episodes, scoring, writing rows:
     everything but the method's ``predict``) of ``proto`` and ``oracle`` runs on the
@@ -233,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = scorer_section(args)
     print_table(rows)
     scorer_headlines(rows)
+    gpu_scorer_section(args)
     if args.overhead_episodes:
         print("\nharness overhead (runner stage timers, synthetic fold 0; oracle's predict is "
               "a label read, so its row is nearly all harness)")
