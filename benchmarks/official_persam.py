@@ -275,57 +275,61 @@ def run_official(variant: str, data: Path, checkpoint: Path, out: Path, *, arch:
     off = load_official(Path(os.environ[OFFICIAL_ENV]).resolve())
     show = sys.modules.get("show")
     off.show_mask, off.show_points = show.show_mask, show.show_points
-    images_path, masks_path = data / "Images", data / "Annotations"
     timing = {"load_sam_s": 0.0, "figure_s": 0.0}
+    run = types.SimpleNamespace(off=off, variant=variant, data=data, checkpoint=checkpoint,
+                                arch=arch, image_size=image_size, device=device,
+                                train_iters=train_iters, figures=figures, timing=timing)
     start = time.perf_counter()
     log = io.StringIO()  # the scripts print progress; keep it off the benchmark's table
     with redirect_stdout(log), torch.set_grad_enabled(True):
-        for obj in os.listdir(images_path):
-            if ".DS" in obj:
-                continue
-            obj_out = out / obj
-            obj_out.mkdir(parents=True, exist_ok=True)
-            ref_image = _read_rgb(images_path / obj / "00.jpg")
-            ref_mask = _read_rgb(masks_path / obj / "00.png")
-            t = time.perf_counter()
-            sam = official_sam(off.psa, arch, image_size, checkpoint, device)
-            if variant == "persam_f":
-                for param in sam.parameters():
-                    param.requires_grad = False
-            timing["load_sam_s"] += time.perf_counter() - t
-            predictor = off.psa.SamPredictor(sam)
-            if variant == "persam":
-                target_embedding, _ = _target(predictor, ref_image, ref_mask, max_mean=False)
-                target_feat = target_embedding / target_embedding.norm(dim=-1, keepdim=True)
-                target_embedding = target_embedding.unsqueeze(0)
-            else:
-                gt_mask = (torch.tensor(ref_mask)[:, :, 0] > 0).float().unsqueeze(0)
-                gt_mask = gt_mask.flatten(1).to(device)
-                target_feat, ref_feat = _target(predictor, ref_image, ref_mask, max_mean=True)
-                target_feat, weights = _fit_weights(off, predictor, target_feat, ref_feat,
-                                                    gt_mask, train_iters, device)
-            for test_idx in range(len(os.listdir(images_path / obj))):
-                name = f"{test_idx:02d}"
-                test_image = _read_rgb(images_path / obj / f"{name}.jpg")
-                predictor.set_image(test_image)
-                if variant == "persam":
-                    mask, best, points, labels = _test_persam(off, predictor, target_feat,
-                                                              target_embedding)
-                else:
-                    mask, best, points, labels = _test_persam_f(off, predictor, target_feat,
-                                                                weights)
-                if figures:
-                    t = time.perf_counter()
-                    _figure(off, test_image, mask, points, labels, best,
-                            obj_out / f"vis_mask_{name}.jpg")
-                    timing["figure_s"] += time.perf_counter() - t
-                _write_mask_png(obj_out / f"{name}.png", mask)
+        for obj in os.listdir(data / "Images"):
+            if ".DS" not in obj:
+                _one_object(run, obj, out / obj)
     timing["predict_loop_s"] = time.perf_counter() - start
     t = time.perf_counter()
-    miou = eval_miou(out, masks_path)
+    miou = eval_miou(out, data / "Annotations")
     timing["eval_s"] = time.perf_counter() - t
     timing["total_s"] = timing["predict_loop_s"] + timing["eval_s"]
     return {"timing": timing, "miou": miou, "masks_dir": str(out)}
+
+
+def _one_object(run, obj: str, obj_out: Path) -> None:
+    """``persam()`` / ``persam_f()`` of the scripts for one object."""
+    off, device = run.off, run.device
+    images = run.data / "Images" / obj
+    obj_out.mkdir(parents=True, exist_ok=True)
+    ref_image = _read_rgb(images / "00.jpg")
+    ref_mask = _read_rgb(run.data / "Annotations" / obj / "00.png")
+    t = time.perf_counter()
+    sam = official_sam(off.psa, run.arch, run.image_size, run.checkpoint, device)
+    if run.variant == "persam_f":
+        for param in sam.parameters():
+            param.requires_grad = False
+    run.timing["load_sam_s"] += time.perf_counter() - t
+    predictor = off.psa.SamPredictor(sam)
+    if run.variant == "persam":
+        target_embedding, _ = _target(predictor, ref_image, ref_mask, max_mean=False)
+        target_feat = target_embedding / target_embedding.norm(dim=-1, keepdim=True)
+        target_embedding = target_embedding.unsqueeze(0)
+    else:
+        gt_mask = (torch.tensor(ref_mask)[:, :, 0] > 0).float().unsqueeze(0).flatten(1)
+        target_feat, ref_feat = _target(predictor, ref_image, ref_mask, max_mean=True)
+        target_feat, weights = _fit_weights(off, predictor, target_feat, ref_feat,
+                                            gt_mask.to(device), run.train_iters, device)
+    for test_idx in range(len(os.listdir(images))):
+        name = f"{test_idx:02d}"
+        test_image = _read_rgb(images / f"{name}.jpg")
+        predictor.set_image(test_image)
+        if run.variant == "persam":
+            mask, best, points, labels = _test_persam(off, predictor, target_feat,
+                                                      target_embedding)
+        else:
+            mask, best, points, labels = _test_persam_f(off, predictor, target_feat, weights)
+        if run.figures:
+            t = time.perf_counter()
+            _figure(off, test_image, mask, points, labels, best, obj_out / f"vis_mask_{name}.jpg")
+            run.timing["figure_s"] += time.perf_counter() - t
+        _write_mask_png(obj_out / f"{name}.png", mask)
 
 
 def eval_miou(pred_root: Path, gt_root: Path, ref_idx: str = "00") -> float:

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 QUICK: dict[str, list[str]] = {
     "perf_core.py": ["--repeats", "3", "--overhead-episodes", "100"],
     "vs_official.py": ["--objects", "2", "--images", "3", "--image-side", "160",
-                       "--persam-f-iters", "200", "--episodes", "8", "--vrpsam-size", "128"],
+                       "--persam-f-iters", "100", "--episodes", "8", "--vrpsam-size", "128"],
     "perf_embedding_cache.py": ["--episodes", "200"],
     "perf_coco_prepare.py": ["--sizes", "5000", "20000"],
     "baselines_synthetic.py": ["--episodes", "40", "--folds", "0"],
