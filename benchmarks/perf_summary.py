@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 # Short settings for `make perf` on a small machine (every script still covers all its
 # sections); --full uses each script's defaults.
 QUICK: dict[str, list[str]] = {
-    "perf_core.py": ["--repeats", "3", "--overhead-episodes", "100"],
+    "perf_core.py": ["--repeats", "3", "--overhead-episodes", "60"],
     "vs_official.py": ["--objects", "2", "--images", "3", "--image-side", "160",
                        "--persam-f-iters", "100", "--episodes", "8", "--vrpsam-size", "128"],
     "perf_embedding_cache.py": ["--episodes", "200"],
