@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import types
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from blob_episodes import make_episode, sync
 from perf_report import headline, skipped
 
 from refseg_bench.episodes import EpisodeBatch
+from refseg_bench.methods.base import Unit
 from refseg_bench.methods.vrpsam import trainer as T
 from refseg_bench.methods.vrpsam.adapter import VRPSAM
 from refseg_bench.methods.vrpsam.inputs import image_tensor
@@ -39,7 +41,10 @@ def build(size_name: str, model: dict, train: dict, device: torch.device) -> VRP
     method = VRPSAM(size=size_name, presets={size_name: {"model": model, "train": train}},
                     checkpoint_dir=tempfile.mkdtemp(prefix="vrpsam-perf-"), untrained=True,
                     batch_size=int(train["batch_size"]))
-    method.setup(device, None)
+    # No dataset: a stand-in names the (unused) checkpoint folder; begin_unit activates
+    # the untrained encoder, as the runner does before the first predict of a unit.
+    method.setup(device, types.SimpleNamespace(name="blob-episodes"))
+    method.begin_unit(Unit(method.dataset, 0, "val", 1, "mask", 0))
     return method
 
 

@@ -295,11 +295,12 @@ def main(argv: list[str] | None = None) -> None:
                                      f"the official loop's, e.g. {differing[:3]}")
             # Conservative: the figures PerSAM's scripts draw per image are left out.
             official_s = official.seconds - official.timing.get("figure_s", 0.0)
+            figures = f" without its figures ({official.seconds:.1f} s with)" \
+                if official_s != official.seconds else ""
             headline(f"{name}: whole run, ours vs official ({args.size}, {_device(args)})",
                      official_s / ours.seconds, TARGET,
-                     note=f"{total} masks identical; official {official_s:.1f} s without "
-                          f"its figures ({official.seconds:.1f} s with), ours "
-                          f"{ours.seconds:.1f} s")
+                     note=f"{total} masks identical; official {official_s:.1f} s{figures}, "
+                          f"ours {ours.seconds:.1f} s")
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 
