@@ -40,7 +40,7 @@ def count_totals_cpu(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tenso
     ``preds``/``labels``: shape-checked ``(H_i, W_i)`` CPU tensors, labels uint8; label
     values and the prediction range are checked here, in the passes that read them.
     """
-    from refseg_bench.mask_counts import check_label, resize_episode
+    from refseg_bench.mask_counts import raise_bad_labels, resize_episode
 
     n_max = max((p.numel() if size is None else size * size for p in preds), default=0)
     work = np.zeros((2, -(-n_max // _CHUNK) * _CHUNK), np.uint8)  # lab1 and q, reused
@@ -48,10 +48,13 @@ def count_totals_cpu(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tenso
     for i, (pred, label) in enumerate(zip(preds, labels, strict=True)):
         label = label.cpu()
         if size is not None:  # check the label before resizing hides some of its pixels
-            check_label(label, i)
+            # (uint8 wraps: 255 + 1 == 0, so a label is valid iff label + 1 <= 2)
+            if label.numel() and np.add(label.numpy(), 1, dtype=np.uint8).max() > 2:
+                raise_bad_labels([label], first_index=i)
             # Checked before resizing, which could pull a bad value back into [0, 1]; and
             # not after, as bilinear weights may round an all-ones patch to 1 + 1 ulp.
-            _check_range(pred, i)
+            if not _quick_range_ok(pred):
+                _check_range(pred, i)
             pred, label = resize_episode(pred, label, size)
         out[i] = _episode(pred, label, i, work, ignore=ignore, threshold=threshold,
                           checked=size is not None)
@@ -117,21 +120,30 @@ def _foreground(pred: torch.Tensor, index: int, threshold: float,
     if not t.is_floating_point():  # an integer 0/1 mask: rare, so torch's own comparison
         return torch.gt(t, threshold).numpy().reshape(-1)
     if t.dtype in (torch.float16, torch.bfloat16):
-        bits = t.view(torch.int16).numpy().reshape(-1).view(np.uint16)
         cut_bits = _half_cut_bits(t.dtype, threshold)
         # Not after resizing: an all -0.0 patch stays -0.0, whose pattern is not ordered.
-        if cut_bits is not None and not checked and bits.max() <= _ONE_BITS[t.dtype]:
-            return np.greater(bits, cut_bits)
+        if cut_bits is not None and not checked and _quick_range_ok(t):
+            return np.greater(t.view(torch.int16).numpy().reshape(-1).view(np.uint16),
+                              cut_bits)
         t = t.float()
-    values = t.numpy().reshape(-1)
-    if not checked:
-        if values.dtype == np.float32:
-            in_range = values.view(np.uint32).max() <= _ONE_BITS[torch.float32]
-        else:
-            in_range = values.min() >= 0 and values.max() <= 1
-        if not in_range:
-            _check_range(t, index)  # exact: -0.0 is a false alarm of the quick test
-    return np.greater(values, cut)  # cut is exact in float32 and float64
+    if not checked and not _quick_range_ok(t):
+        _check_range(t, index)  # exact: -0.0 is a false alarm of the quick test
+    return np.greater(t.numpy().reshape(-1), cut)  # cut is exact in float32 and float64
+
+
+def _quick_range_ok(pred: torch.Tensor) -> bool:
+    """Whether a CPU prediction is surely in [0, 1], in one NumPy pass: float patterns
+    read as unsigned ints keep the order of non-negative values, and negatives and NaN
+    map above 1.0's pattern. False may be a false alarm (-0.0): check exactly then."""
+    t = pred.detach()
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return bool(t.view(torch.int16).numpy().view(np.uint16).max() <= _ONE_BITS[t.dtype])
+    values = t.numpy()
+    if values.dtype == np.float32:
+        return bool(values.view(np.uint32).max() <= _ONE_BITS[torch.float32])
+    return bool(values.min() >= 0 and values.max() <= 1)
 
 
 @functools.lru_cache(maxsize=64)
