@@ -41,7 +41,7 @@ class RunConfig:
     episodes: int | None = None  # None: the protocol's count
     seed: int | None = None  # None: the protocol's seed (or seeds)
     batch_size: int = 8
-    num_workers: int = 0
+    num_workers: Any = "auto"  # loader processes: an int >= 0, or auto (loading.py)
     device: str = "auto"
     data_root: str | None = None  # None: $REFSEG_BENCH_DATA, else ~/.cache/refseg-bench/data
     results_dir: str = "results"
@@ -157,8 +157,11 @@ def validate(cfg: DictConfig) -> None:
     if cfg.annotation not in ANNOTATION_KINDS:
         raise ConfigError(f"annotation must be one of {', '.join(ANNOTATION_KINDS)}; "
                           f"got {cfg.annotation!r}")
+    if cfg.num_workers != "auto" and not (isinstance(cfg.num_workers, int)
+                                          and not isinstance(cfg.num_workers, bool)):
+        raise ConfigError(f"num_workers must be auto or an int >= 0; got {cfg.num_workers!r}")
     for key, low in (("shot", 1), ("batch_size", 1), ("num_workers", 0)):
-        if int(cfg[key]) < low:
+        if cfg[key] != "auto" and int(cfg[key]) < low:
             raise ConfigError(f"{key} must be >= {low}; got {cfg[key]}")
     if cfg.episodes is not None and int(cfg.episodes) < 1:
         raise ConfigError(f"episodes must be >= 1 (or unset for the protocol's count); "

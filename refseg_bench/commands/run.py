@@ -21,8 +21,8 @@ Settings (key=value, OmegaConf dotlist; defaults from configs/run.yaml):
   overwrite=true      discard the existing record of this run id and start again [false]
   save_predictions=true   also write one PNG per episode at original size  [false]
   progress=false      no progress bar                                      [true]
-  batch_size=B num_workers=W device=auto|cpu|cuda|cuda:N|mps
-                      speed only, never the numbers                        [8 0 auto]
+  batch_size=B num_workers=W|auto device=auto|cpu|cuda|cuda:N|mps
+                      speed only, never the numbers                 [8 auto auto]
   method_args.X=... dataset_args.X=... protocol_args.X=...   per-component options
                       (configs/methods/, configs/datasets/, configs/protocols/)
   protocol_args.exact=true   the official test loader's own episodes, replayed (where the
