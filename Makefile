@@ -60,8 +60,11 @@ test-all: $(STAMP)
 regress: $(STAMP)
 	$(BIN)/refseg-bench regress $(ARGS)
 
+# Every benchmark under benchmarks/ with short settings (ARGS="--full" for their defaults,
+# ARGS="--only vs_official" for one), then one table of headline ratios and targets.
+# Official comparisons need PERSAM_OFFICIAL_DIR / VRPSAM_OFFICIAL_DIR (else skipped).
 perf: $(STAMP)
-	$(BIN)/python benchmarks/perf_core.py $(ARGS)
+	$(BIN)/python benchmarks/perf_summary.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check refseg_bench methods datasets tests benchmarks

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from perf_report import headline
 
 from refseg_bench.config import DATA_ENV, DEFAULT_DATA_ROOT
 from refseg_bench.datasets.synthetic import SyntheticDataset
@@ -84,6 +85,7 @@ def main() -> None:
     protocol = load_protocol("hsnet")
     print(f"{'annotation':<10} {'method':<7} " + " ".join(f"fold{f:<3}" for f in args.folds)
           + "   mean  FB-IoU  cpu ms/ep")
+    over_chance = []
     for annotation in args.annotations:
         rows: dict[str, list[tuple[float, float, float]]] = {m.name: [] for m in methods}
         for fold in args.folds:
@@ -97,6 +99,11 @@ def main() -> None:
             print(f"{annotation:<10} {name:<7} " + " ".join(f"{v:7.1f}" for v in mious)
                   + f" {sum(mious) / len(mious):6.1f} {sum(r[1] for r in res) / len(res):7.1f}"
                   + f" {sum(r[2] for r in res) / len(res):6.1f}")
+        proto, chance = (sum(r[0] for r in rows[n]) for n in ("proto", "all-fg"))
+        over_chance.append(proto / max(chance, 1e-9))
+    headline("proto mIoU over all-foreground chance (synthetic, mean over annotation kinds)",
+             sum(over_chance) / len(over_chance),
+             note=f"{args.episodes} episodes x {len(args.folds)} folds per kind")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from perf_report import headline
 
 H, W = 480, 640
 ANNS_PER_IMAGE = 7  # COCO2014 averages about 7.3 instances per image
@@ -167,6 +168,8 @@ def main() -> None:
         (n0, t0), (n1, t1) = rows[0], rows[-1]
         print(f"CPU time ratio {t1 / t0:.2f} for {n1 / n0:.0f}x the annotations "
               f"(linear: {n1 / n0:.0f})")
+        headline(f"data prepare coco20i: CPU time for {n1 / n0:.0f}x the annotations",
+                 t1 / t0, n1 / n0, higher=False, note="target = linear growth")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ high-resolution projections, as ``set_image`` runs them). For each model and pre
 difference of the bf16 embedding from the fp32 one. TF32 matmuls stay at PyTorch's
 default (off), so fp32 is true fp32.
 
-Needs CUDA: without it the script says so and exits with status 1.
+Needs CUDA: without it the script says so (a ``PERF-SKIP`` line) and exits with status 0.
 Run: ``.venv/bin/python benchmarks/perf_models_gpu.py`` (``--help`` for options).
 """
 
@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from perf_report import headline, skipped
 
 from refseg_bench.models.precision import autocast
 
@@ -65,8 +66,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     args = p.parse_args()
     if not torch.cuda.is_available():
-        raise SystemExit("CUDA is not available: this benchmark measures GPU throughput of "
-                         "SAM ViT-H and SAM 2 Hiera-L. Run it on a machine with an NVIDIA GPU.")
+        reason = ("CUDA is not available: this benchmark measures GPU throughput of SAM ViT-H "
+                  "and SAM 2 Hiera-L. Run it on a machine with an NVIDIA GPU.")
+        print(reason)
+        for key in args.models:
+            skipped(f"GPU encoder {key}: bf16 over fp32 images/s", "no CUDA device")
+        return
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch_size}, "
           f"{args.iters} timed batches after {args.warmup} warm-up")
     print(f"{'model':<18}{'precision':>10}{'images/s':>11}{'peak GiB':>10}{'speed-up':>10}"
@@ -81,6 +86,8 @@ def main() -> None:
         print(f"{name:<18}{'fp32':>10}{ips32:>11.1f}{mem32:>10.1f}{'':>10}{'':>14}")
         print(f"{name:<18}{'bf16':>10}{ips16:>11.1f}{mem16:>10.1f}{ips16 / ips32:>9.2f}x"
               f"{rel:>14.2e}")
+        headline(f"GPU encoder {key}: bf16 over fp32 images/s", ips16 / ips32,
+                 note=f"fp32 {ips32:.1f}, bf16 {ips16:.1f} images/s, batch {args.batch_size}")
         del fn
         torch.cuda.empty_cache()
 

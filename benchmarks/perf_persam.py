@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 from blob_episodes import make_episode, sync
+from perf_report import headline, skipped
 
 from refseg_bench.episodes import Episode, EpisodeBatch
 from refseg_bench.methods.persam.adapter import PerSAM, PerSAMF
@@ -68,6 +69,8 @@ def run_section(title: str, device: torch.device, options: dict, size, n: int, w
             fit = time_fitting(method, episodes[warmup:], device) if cls is PerSAMF else None
         fit_txt = f"{fit * 1e3:10.1f}" if fit is not None else f"{'-':>10}"
         print(f"{cls.name:<10}{1 / per_ep:12.2f}{per_ep * 1e3:12.1f}{fit_txt}")
+        headline(f"{cls.name} {title}: episodes/s", 1 / per_ep, unit="ep/s",
+                 note=f"{size[0]}x{size[1]} episodes, every image new")
 
 
 def main() -> None:
@@ -86,6 +89,9 @@ def main() -> None:
             print("\nGPU section skipped: CUDA is not available. It times PerSAM and PerSAM-F "
                   "per episode on SAM ViT-H at 1024 (random weights); run this script on a "
                   "machine with an NVIDIA GPU.")
+            for name in ("persam", "persam_f"):
+                skipped(f"{name} GPU, SAM ViT-H @1024: episodes/s", "no CUDA device",
+                        unit="ep/s")
             return
         print(f"\nGPU: {torch.cuda.get_device_name()}")
         run_section("GPU, SAM ViT-H @1024 (random weights)", torch.device("cuda"),

@@ -19,12 +19,15 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import types
 
 import numpy as np
 import torch
 from blob_episodes import make_episode, sync
+from perf_report import headline, skipped
 
 from refseg_bench.episodes import EpisodeBatch
+from refseg_bench.methods.base import Unit
 from refseg_bench.methods.vrpsam import trainer as T
 from refseg_bench.methods.vrpsam.adapter import VRPSAM
 from refseg_bench.methods.vrpsam.inputs import image_tensor
@@ -38,7 +41,10 @@ def build(size_name: str, model: dict, train: dict, device: torch.device) -> VRP
     method = VRPSAM(size=size_name, presets={size_name: {"model": model, "train": train}},
                     checkpoint_dir=tempfile.mkdtemp(prefix="vrpsam-perf-"), untrained=True,
                     batch_size=int(train["batch_size"]))
-    method.setup(device, None)
+    # No dataset: a stand-in names the (unused) checkpoint folder; begin_unit activates
+    # the untrained encoder, as the runner does before the first predict of a unit.
+    method.setup(device, types.SimpleNamespace(name="blob-episodes"))
+    method.begin_unit(Unit(method.dataset, 0, "val", 1, "mask", 0))
     return method
 
 
@@ -100,6 +106,8 @@ def section(name: str, size_name: str, model: dict, train: dict, device: torch.d
         warm = eval_rate(method, device, size, args.episodes, shot, warm=True)
         print(f"evaluation {shot}-shot: {cold:7.1f} episodes/s new queries, {warm:7.1f} "
               "episodes/s cached query embeddings")
+        headline(f"vrpsam {name}, {shot}-shot evaluation: episodes/s", cold, unit="ep/s",
+                 note=f"{warm:.1f} episodes/s with cached query embeddings")
 
 
 def main() -> int:
@@ -120,6 +128,9 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("\n== GPU, real size: skipped (no CUDA device here); run this script on a GPU "
               "machine for the real-size numbers.")
+        for shot in (1, 5):
+            skipped(f"vrpsam GPU, real size (random weights), {shot}-shot evaluation: "
+                    "episodes/s", "no CUDA device", unit="ep/s")
         return 0
     section("GPU, real size (random weights)", "real", REAL_MODEL,
             {**tiny["train"], "batch_size": 8, "lr": 1e-4}, torch.device("cuda"),

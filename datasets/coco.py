@@ -1,17 +1,23 @@
-"""COCO-20i: COCO2014 images, 80 classes in 4 folds of 20 (PROTOCOLS.md §3.2, §4.4, §4.5).
+"""COCO-20i: COCO2014 images, 80 classes in 4 folds of 20 (docs/protocols.md §2, §4).
 
 - ``class_split``: ``interleaved`` (default; FWB, used by PFENet, HSNet, BAM, Matcher,
   VRP-SAM, FSSAM: fold i = ids {i+1, i+5, ..., i+77}) or ``contiguous`` (PANet: fold i =
   ids 20i+1 .. 20i+20). Class ids 1-80 number the categories in ascending COCO id order.
-- ``masks``: ``instances`` (default) builds each class mask as the union of the class's
-  instances in ``annotations/instances_*2014.json`` through pycocotools, crowd regions
-  included; ``png`` reads pre-rendered label PNGs (HSNet/PFENet: pixel value = class id).
-- ``overlap`` (instances only): ``ignore`` (default) marks 255 where instances of two
-  classes cover the same pixel, so such a pixel (e.g. a novel object in front of a base
-  one) is never foreground, as in the one-label-per-pixel PNGs; ``union`` keeps PANet's
-  plain union, where it is foreground of both classes.
-- Lists follow the 2048-pixel rule; they hold the same val images as HSNet's pkl and BAM's
-  ``data_list`` files. ``train_filter: bam`` drops training images with a novel pixel.
+- ``masks``: ``instances`` (default) builds class masks from
+  ``annotations/instances_*2014.json`` through pycocotools; ``png`` reads pre-rendered
+  label PNGs (HSNet/PFENet/BAM: pixel value = class id).
+- ``overlap`` (instances only) decides which class a pixel covered by two classes'
+  instances belongs to, and so the pixel counts behind the 2048-pixel rule:
+  ``rendered`` (default) reproduces the official label PNGs from the JSON: non-crowd
+  instances painted in file order, a later one over an earlier one, crowd regions
+  background (the script the PFENet/BAM authors distribute, e.g. chunbolang/HPA
+  ``util/coco_parse_script.py``); ``ignore`` marks shared pixels 255 in both classes (a
+  novel object is never foreground of a base class) and keeps crowd regions; ``union``
+  is PANet's plain union, crowd included, where a shared pixel is foreground of both.
+  Polygons are rasterised by pycocotools, the official script used ``cv2.fillPoly``:
+  object borders can differ by a pixel, so an image near 2048 pixels may move.
+- Lists follow the 2048-pixel rule on those counts (PFENet's ``make_dataset``).
+  ``train_filter: bam`` drops training images with a novel pixel.
 - ``query_order``: ``bam`` walks val queries in the order of the BAM-format val list
   (shipped; as in VRP-SAM ``data/splits/lists/coco/val.txt``), which decides the first N
   images of file-order protocols; ``sorted`` sorts by file name. Train lists are sorted.
@@ -27,7 +33,7 @@ import numpy as np
 from refseg_bench.datasets.base import DatasetError
 from refseg_bench.datasets.cached import ListedDataset, check_choice
 from refseg_bench.datasets.census import cached_areas
-from refseg_bench.datasets.instances import InstanceStore, open_store
+from refseg_bench.datasets.instances import OVERLAP_MODES, InstanceStore, open_store
 from refseg_bench.datasets.layout import find_root, missing_from_listing, read_lines, require_files
 from refseg_bench.datasets.lists import MIN_PIXELS, SplitLists, file_signature, lists_from_areas
 from refseg_bench.imageio import read_image, read_label
@@ -66,13 +72,13 @@ class Coco20i(ListedDataset):
     def __init__(self, root: str | Path, class_split: str = "interleaved",
                  masks: str = "instances", train_filter: str = "none",
                  min_pixels: int = MIN_PIXELS, query_order: str = "bam",
-                 overlap: str = "ignore", workers: int = 2,
+                 overlap: str = "rendered", workers: int = 2,
                  cache_dir: str | None = None) -> None:
         check_choice("class_split", class_split, ("interleaved", "contiguous"))
         check_choice("masks", masks, ("instances", "png"))
         check_choice("train_filter", train_filter, ("none", "bam"))
         check_choice("query_order", query_order, ("bam", "sorted"))
-        check_choice("overlap", overlap, ("ignore", "union"))
+        check_choice("overlap", overlap, OVERLAP_MODES)
         super().__init__(root, cache_dir=cache_dir, class_split=class_split, masks=masks,
                          train_filter=train_filter, min_pixels=int(min_pixels),
                          query_order=query_order,
@@ -133,7 +139,7 @@ class Coco20i(ListedDataset):
         require_files([src], self.name, "annotation files", LAYOUT)
         store, built = open_store(src, self.cache_folder() / f"instances_{subset}.sqlite",
                                   lambda img: f"{subset}/{Path(img['file_name']).stem}", force,
-                                  self.log)
+                                  self.log, label_maps=True)
         if built:
             self._check_categories(store, src)
         return store

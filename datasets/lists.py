@@ -23,7 +23,7 @@ CACHE_DIRNAME = ".refseg-bench"
 FALLBACK_CACHE = "~/.cache/refseg-bench/lists"
 
 # PFENet util/dataset.py: a class must cover >= 2 * 32 * 32 pixels of an image at original
-# resolution for the image to be listed for that class (PROTOCOLS.md §4.1).
+# resolution for the image to be listed for that class (docs/protocols.md §4.1).
 MIN_PIXELS = 2 * 32 * 32
 
 

@@ -1,6 +1,6 @@
 """PASCAL-5i: VOC2012 images with SBD-augmented labels, 4 folds of 5 novel classes.
 
-Two list conventions (PROTOCOLS.md §4.2), chosen with ``lists``:
+Two list conventions (docs/protocols.md §4.2), chosen with ``lists``:
 
 - ``hsnet``: HSNet's (image, class) pair files ``{trn,val}/fold{i}.txt`` (shipped in
   ``datasets/lists/pascal5i/hsnet``; ``split_files`` points at another copy). Fold-i
@@ -87,7 +87,7 @@ class Pascal5i(ListedDataset):
         return list(VOC_CLASSES)
 
     def novel(self, fold: int) -> list[int]:
-        """Fold i's novel classes: 5i+1 .. 5i+5 (PFENet util/dataset.py, PROTOCOLS.md §3.1)."""
+        """Fold i's novel classes: 5i+1 .. 5i+5 (PFENet util/dataset.py, docs/protocols.md §2.1)."""
         return list(range(5 * fold + 1, 5 * fold + 6))
 
     def base_classes(self, fold: int) -> list[int]:

@@ -14,8 +14,8 @@ are written like a real dataset and read back through the same code paths::
 
 Folds follow PASCAL-5i: fold i's novel classes are ids 5i+1..5i+5 (``val`` and ``test``
 episodes, drawn from the val pool); its 15 others are base classes (``train`` episodes,
-drawn from the separate train pool). As in PFENet and HSNet (PROTOCOLS.md §4.3) training
-images may show novel classes (``load_mask`` makes those pixels background) unless
+drawn from the separate train pool). As in PFENet and HSNet (docs/protocols.md §4.3)
+training images may show novel classes (``load_mask`` makes those pixels background) unless
 ``train_filter=bam`` drops them, as trained methods always ask
 (:meth:`~refseg_bench.datasets.base.FoldedDataset.base_only_training`).
 
@@ -26,6 +26,7 @@ Generation is a pure function of ``(GENERATOR_VERSION, SEED, n_per_class)``: eve
 has its own generator seeded from ``SeedSequence(SEED, spawn_key=(pool, index))``. It
 writes into a private temporary directory that is renamed into place at the end, so
 processes racing on first use (e.g. torchrun ranks) never see a half-written dataset.
+While it runs (about a minute of CPU at the default size) a progress bar goes to stderr.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +72,17 @@ def schedule(n_per_class: int, rng: np.random.Generator) -> list[list[int]]:
     return images
 
 
-def _write_pool(out: Path, pool: int, n_per_class: int) -> dict[str, dict]:
-    """Render and write one pool; returns ``{id: {"size": [h, w], "areas": {c: px}}}``."""
-    looks = class_looks()
+def pool_plan(pool: int, n_per_class: int) -> list[list[int]]:
+    """Classes of every image of pool ``pool`` (0 train, 1 val), from the pool's own seed."""
     plan_rng = np.random.default_rng(np.random.SeedSequence(SEED, spawn_key=(pool,)))
-    plan = schedule(n_per_class, plan_rng)
+    return schedule(n_per_class, plan_rng)
+
+
+def _write_pool(out: Path, pool: int, plan: list[list[int]],
+                advance: Callable[[], None]) -> dict[str, dict]:
+    """Render and write one pool; returns ``{id: {"size": [h, w], "areas": {c: px}}}``.
+    ``advance`` is called once per written image (progress)."""
+    looks = class_looks()
     index = {}
     for i, class_ids in enumerate(plan):
         rng = np.random.default_rng(np.random.SeedSequence(SEED, spawn_key=(pool, i)))
@@ -86,24 +93,43 @@ def _write_pool(out: Path, pool: int, n_per_class: int) -> dict[str, dict]:
         values, counts = np.unique(scene.label, return_counts=True)
         areas = {str(v): int(n) for v, n in zip(values, counts, strict=True) if 0 < v <= 20}
         index[item] = {"size": list(scene.label.shape), "areas": areas}
+        advance()
     return index
+
+
+@contextlib.contextmanager
+def _progress(target: Path, total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr while the benchmark is generated (a minute of CPU at the
+    default size, once per data root); yields the per-image ``advance`` callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    console.print(f"generating the synthetic benchmark ({total} images) in {target}; "
+                  "first use only", soft_wrap=True)
+    with Progress("synthetic benchmark", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("images", total=total)
+        yield lambda: bar.advance(task)
 
 
 def generate(target: Path, n_per_class: int = N_PER_CLASS) -> None:
     """Generate the benchmark at ``target`` (which must not exist) atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    plans = [pool_plan(pool, n_per_class) for pool in range(len(POOLS))]
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the renamed dataset must be readable
         (tmp / "JPEGImages").mkdir()
         (tmp / "SegmentationClass").mkdir()
         (tmp / "ImageSets" / "Segmentation").mkdir(parents=True)
         index: dict[str, dict] = {}
-        for pool, name in enumerate(POOLS):
-            pool_index = _write_pool(tmp, pool, n_per_class)
-            (tmp / "ImageSets" / "Segmentation" / f"{name}.txt").write_text(
-                "".join(f"{item}\n" for item in pool_index))
-            index.update(pool_index)
+        with _progress(target, sum(map(len, plans))) as advance:
+            for pool, name in enumerate(POOLS):
+                pool_index = _write_pool(tmp, pool, plans[pool], advance)
+                (tmp / "ImageSets" / "Segmentation" / f"{name}.txt").write_text(
+                    "".join(f"{item}\n" for item in pool_index))
+                index.update(pool_index)
         (tmp / "classes.txt").write_text("".join(f"{lk.name}\n" for lk in class_looks()))
         (tmp / "index.json").write_text(json.dumps(index, sort_keys=True))
         meta = {"generator_version": GENERATOR_VERSION, "seed": SEED, "n_per_class": n_per_class,

@@ -211,7 +211,7 @@ BAND_RADIUS = 1  # the 255 band is about 2 * (BAND_RADIUS + 1) px wide, like VOC
 
 
 def min_class_pixels(h: int, w: int) -> int:
-    """The 2048-pixel rule (PROTOCOLS.md §4.1) scaled from a 500x375 PASCAL image to
+    """The 2048-pixel rule (docs/protocols.md §4.1) scaled from a 500x375 PASCAL image to
     ``h x w``: a class counts as present in an image's lists from this many pixels."""
     return int(np.ceil(2048 * h * w / (500 * 375)))
 

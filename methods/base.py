@@ -103,8 +103,11 @@ class Method(ABC):
 
     @abstractmethod
     def predict(self, batch: EpisodeBatch) -> list[torch.Tensor]:
-        """One ``(H, W)`` float tensor per episode: the foreground probability in [0, 1]
-        (or a 0/1 mask) at the query image's original size, on any device."""
+        """One ``(H, W)`` tensor per episode at the query image's original size, on any
+        device: the foreground probability in [0, 1] (float32, or float16 / bfloat16 when
+        the method computes in it: the scorer thresholds in the given dtype, so do not
+        cast), or a bool mask when the method's output is binary (the cheapest to score;
+        never a float 0/1 map)."""
 
     def describe(self) -> dict:
         """Provenance for the run record: at least ``model`` and ``weights`` (a kind of

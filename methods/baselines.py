@@ -57,7 +57,7 @@ class Oracle(Method):
         out = []
         for ep in batch:
             label = self.dataset.load_mask(ep.spec.query, ep.spec.class_id)
-            out.append(torch.from_numpy((label == 1).astype(np.float32)))
+            out.append(torch.from_numpy(label == 1))  # a bool mask: the scorer's fast path
         return out
 
     def describe(self) -> dict:
@@ -70,7 +70,7 @@ class Empty(Method):
     name = "empty"
 
     def predict(self, batch: EpisodeBatch) -> list[torch.Tensor]:
-        return [torch.zeros(ep.query_size, dtype=torch.float32) for ep in batch]
+        return [torch.zeros(ep.query_size, dtype=torch.bool) for ep in batch]
 
     def describe(self) -> dict:
         return {"model": "empty (predicts no foreground)", "weights": "none"}

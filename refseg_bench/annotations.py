@@ -1,7 +1,7 @@
-"""Simulated reference annotations (PROTOCOLS.md §9): mask, box, point and scribble.
+"""Simulated reference annotations (docs/protocols.md §8): mask, box, point and scribble.
 
 Every kind is derived from one support label, seeded by the episode, in the VRP-SAM
-convention (§9.2), which copies SEEM's samplers (§9.1):
+convention, which copies SEEM's samplers:
 
 - ``mask``: the label's foreground; ``boxes`` also carries its tight box.
 - ``box``: one filled tight box around *all* foreground pixels, ``x2``/``y2`` exclusive
@@ -11,16 +11,22 @@ convention (§9.2), which copies SEEM's samplers (§9.1):
   not pixel centres: SAM's and SAM 2's prompt encoders add 0.5 themselves.
 - ``scribble``: free-form strokes (Yu et al. 2019, "Free-Form Image Inpainting with Gated
   Convolution"), each seeded at a random foreground pixel, then ANDed with the mask.
-  One preset per annotation, ``rand_curve`` or ``rand_curve_small`` with probability 0.5;
-  the stroke count is uniform in ``1 .. min(20, area)``, the range VRP-SAM draws from.
-  (VRP-SAM's test code seeds that draw with ``random.Random(321)`` on every call, which
-  always yields ``rand_curve`` and 9 strokes; we draw per episode instead so scribbles vary,
-  with the same range.) A few stroke pixels are also returned as ``points`` (labels 1), so
-  point-prompt methods can use scribbles.
+  A few stroke pixels are also returned as ``points`` (labels 1), so point-prompt methods
+  can use scribbles. Two styles (the protocol's ``annotation_style``):
 
-Stroke geometry follows the presets in pixels of the image as given, with no rescaling
-for small images (VRP-SAM draws on the 512x512 resized support; our supports keep their
-original size). Brush widths are drawn as real numbers in the preset range and rendered
+  - ``harness`` (default): one preset per annotation, ``rand_curve`` or
+    ``rand_curve_small`` with probability 0.5, and a stroke count uniform in
+    ``1 .. min(20, area)`` (the range VRP-SAM draws from), both drawn per episode, and the
+    strokes drawn in pixels of the support at its original size, so scribbles vary.
+  - ``vrp-sam``: VRP-SAM's evaluation convention (``model/VRP_encoder.py``
+    ``get_scribble_mask``): preset and count come from a fresh ``random.Random(321)`` on
+    every call, which gives ``rand_curve`` and, for 20 or more foreground pixels, 9
+    strokes; integer brush widths as its ``np.random.randint``; strokes drawn on the
+    support mask nearest-resized to 512x512 (the model input), then mapped back to the
+    support's size (``to_original_size``).
+
+Stroke geometry follows the presets in pixels of the canvas drawn on. Brush widths are
+drawn as real numbers in the preset range (integers in the ``vrp-sam`` style) and rendered
 as the set of pixels whose centre lies within ``width / 2`` of the stroke's polyline,
 which gives round joints and caps. The reference generator also shifts every stroke once
 more (a leftover of its video-mask origin); we draw the strokes where they were seeded.
@@ -28,16 +34,20 @@ more (a leftover of its video-mask origin); we draw the strokes where they were 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from refseg_bench.episodes import ANNOTATION_KINDS, Annotation
+from refseg_bench.protocols import ANNOTATION_STYLES
 
 MAX_POINTS = 20  # VRP-SAM / SEEM: up to 20 clicks
 MAX_STROKES = 20  # VRP-SAM: stroke count drawn in 1 .. min(20, area)
 SCRIBBLE_POINTS = 20  # stroke pixels exposed as point prompts
+VRPSAM_SIZE = 512  # VRP-SAM's model input: the support mask is resized to it
+VRPSAM_TEST_SEED = 321  # VRP-SAM seeds its evaluation preset and count draws with this
 
 
 class EmptyReferenceError(ValueError):
@@ -63,15 +73,19 @@ STROKE_PRESETS = (
 )
 
 
-def simulate_annotation(mask: np.ndarray, kind: str, rng: np.random.Generator) -> Annotation:
+def simulate_annotation(mask: np.ndarray, kind: str, rng: np.random.Generator,
+                        style: str = "harness") -> Annotation:
     """Simulate a ``kind`` annotation of the support label ``mask``.
 
     ``mask`` is ``(H, W)`` uint8 with 1 = foreground, 0 = background, 255 = ignore (treated
-    as not foreground). The result is a pure function of ``(mask, kind, rng state)``.
-    Raises ``EmptyReferenceError`` when there is no foreground pixel.
+    as not foreground). ``style`` (module docstring) only changes scribbles. The result is
+    a pure function of ``(mask, kind, rng state, style)`` and has the mask's size. Raises
+    ``EmptyReferenceError`` when there is no foreground pixel.
     """
     if kind not in ANNOTATION_KINDS:
         raise ValueError(f"annotation kind must be one of {ANNOTATION_KINDS}, got {kind!r}")
+    if style not in ANNOTATION_STYLES:
+        raise ValueError(f"annotation style must be one of {ANNOTATION_STYLES}, got {style!r}")
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"support label must be (H, W), got shape {mask.shape}")
@@ -93,7 +107,7 @@ def simulate_annotation(mask: np.ndarray, kind: str, rng: np.random.Generator) -
     if kind == "point":
         points = _random_pixels(fg, MAX_POINTS, rng)
         return _with_points("point", _points_raster(points, fg.shape), points)
-    strokes = draw_scribble(fg, rng)
+    strokes = draw_scribble(fg, rng) if style == "harness" else draw_scribble_vrpsam(fg, rng)
     return _with_points("scribble", strokes, _random_pixels(strokes, SCRIBBLE_POINTS, rng))
 
 
@@ -132,11 +146,95 @@ def draw_scribble(fg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     preset = STROKE_PRESETS[int(rng.integers(len(STROKE_PRESETS)))]
     area = int(fg.sum())
     n_strokes = int(rng.integers(1, min(MAX_STROKES, area) + 1))
+    return _draw_strokes(fg, preset, n_strokes, rng, integer_width=False)
+
+
+def vrpsam_preset_and_count(area: int) -> tuple[StrokePreset, int]:
+    """VRP-SAM's evaluation draw: preset and stroke count from two fresh
+    ``random.Random(321)`` generators, as ``get_scribble_mask(training=False)`` makes
+    them (``choices`` with weights 0.5 / 0.5, then ``randint(1, min(20, area))``).
+    ``area`` is the foreground pixel count of the 512x512 support mask."""
+    names = [p.name for p in STROKE_PRESETS]
+    name = random.Random(VRPSAM_TEST_SEED).choices(names, weights=[0.5, 0.5], k=1)[0]
+    count = random.Random(VRPSAM_TEST_SEED).randint(1, min(MAX_STROKES, area))
+    return STROKE_PRESETS[names.index(name)], count
+
+
+def draw_scribble_vrpsam(fg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(H, W)`` bool scribble in VRP-SAM's evaluation convention (module docstring):
+    drawn on ``fg`` nearest-resized to 512x512, ANDed with it there, mapped back to
+    ``(H, W)`` by ``to_original_size`` and ANDed with ``fg``. Stroke shapes, seeds and
+    widths come from ``rng`` (VRP-SAM takes them from the global NumPy and torch RNGs).
+
+    Raises ``EmptyReferenceError`` when the foreground vanishes at 512x512 (VRP-SAM's
+    ``randint(1, 0)`` fails there too).
+    """
+    small = nearest_resize(fg, VRPSAM_SIZE)
+    area = int(small.sum())
+    if area == 0:
+        raise EmptyReferenceError(
+            f"support foreground of {int(fg.sum())} pixels in a {fg.shape[1]}x{fg.shape[0]} "
+            f"label vanishes when nearest-resized to {VRPSAM_SIZE}x{VRPSAM_SIZE}, where "
+            "VRP-SAM draws scribbles; the episode cannot be annotated in that style")
+    preset, n_strokes = vrpsam_preset_and_count(area)
+    drawn = _draw_strokes(small, preset, n_strokes, rng, integer_width=True)
+    return to_original_size(drawn, fg.shape) & fg
+
+
+def nearest_resize(plane: np.ndarray, size: int) -> np.ndarray:
+    """``(size, size)`` nearest-neighbour resize of an ``(H, W)`` plane: output pixel ``d``
+    reads input pixel ``floor(d * H / size)``, the rule of ``F.interpolate(mode="nearest")``
+    that VRP-SAM and its adapter use (exact here: ``size`` is a power of two)."""
+    h, w = plane.shape
+    rows = np.arange(size) * h // size
+    cols = np.arange(size) * w // size
+    return plane[rows[:, None], cols[None, :]]
+
+
+def to_original_size(drawn: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Map a ``(S, S)`` bool raster drawn on ``nearest_resize(plane, S)`` back to the
+    plane's ``shape = (H, W)``, nearest-neighbour.
+
+    Along an axis of length ``H``, cell ``d`` of the small raster was copied from pixel
+    ``floor(d * H / S)``. Pixel ``i`` takes the cells copied from it, ``ceil(i * S / H) ..
+    ceil((i + 1) * S / H) - 1``, and is set if any of them is; a pixel no cell was copied
+    from (``H > S``) takes the nearest cell before it, ``ceil((i + 1) * S / H) - 1``. So
+    when ``H, W >= S`` resizing the result back to ``S x S`` gives ``drawn`` exactly (a
+    method that resizes the support to 512 sees VRP-SAM's scribble), and when a side is
+    shorter no stroke is lost. Returns ``(H, W)`` bool.
+    """
+    s = drawn.shape[0]
+    lo_r, hi_r = _source_cells(shape[0], s)
+    lo_c, hi_c = _source_cells(shape[1], s)
+    total = np.zeros((s + 1, s + 1), np.int64)
+    total[1:, 1:] = drawn.astype(np.int64).cumsum(0).cumsum(1)
+    hit = (total[np.ix_(hi_r + 1, hi_c + 1)] - total[np.ix_(lo_r, hi_c + 1)]
+           - total[np.ix_(hi_r + 1, lo_c)] + total[np.ix_(lo_r, lo_c)])
+    return hit > 0
+
+
+def _source_cells(n: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel ``i < n``, the first and last of the ``s`` cells it maps to (see
+    ``to_original_size``); the first is clipped to the last where no cell copies ``i``."""
+    i = np.arange(n)
+    hi = ((i + 1) * s + n - 1) // n - 1
+    lo = np.minimum((i * s + n - 1) // n, hi)
+    return lo, np.minimum(hi, s - 1)
+
+
+def _draw_strokes(fg: np.ndarray, preset: StrokePreset, n_strokes: int,
+                  rng: np.random.Generator, integer_width: bool) -> np.ndarray:
+    """``n_strokes`` strokes of ``preset`` seeded on distinct ``fg`` pixels, ANDed with
+    ``fg``; widths uniform in the preset's range, or integers as ``np.random.randint``
+    draws them (VRP-SAM)."""
     seeds = _random_pixels(fg, n_strokes, rng)
     canvas = np.zeros(fg.shape, dtype=bool)
     for x, y in seeds:
         xs, ys = _stroke_vertices(float(x), float(y), preset, rng)
-        width = float(rng.uniform(*preset.width))
+        if integer_width:
+            width = float(rng.integers(int(preset.width[0]), int(preset.width[1])))
+        else:
+            width = float(rng.uniform(*preset.width))
         canvas |= _render_polyline(xs, ys, width, fg.shape)
     return canvas & fg
 

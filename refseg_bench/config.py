@@ -8,7 +8,9 @@ Configs name registry keys only, never import paths.
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,8 +22,10 @@ from omegaconf.errors import OmegaConfBaseException
 from refseg_bench.episodes import ANNOTATION_KINDS
 from refseg_bench.errors import ConfigError
 from refseg_bench.registry import DATASETS, METHODS, UnknownNameError, load_builtin_entries
+from refseg_bench.rundir import check_run_id
 
 DATA_ENV = "REFSEG_BENCH_DATA"
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 DEFAULT_DATA_ROOT = "~/.cache/refseg-bench/data"
 
 
@@ -37,7 +41,7 @@ class RunConfig:
     episodes: int | None = None  # None: the protocol's count
     seed: int | None = None  # None: the protocol's seed (or seeds)
     batch_size: int = 8
-    num_workers: int = 0
+    num_workers: Any = "auto"  # loader processes: an int >= 0, or auto (loading.py)
     device: str = "auto"
     data_root: str | None = None  # None: $REFSEG_BENCH_DATA, else ~/.cache/refseg-bench/data
     results_dir: str = "results"
@@ -64,8 +68,9 @@ def _name_from(overrides: DictConfig, base: DictConfig, key: str) -> str:
 def resolve_config(overrides: list[str] | None = None) -> DictConfig:
     """Build and validate the run config from CLI ``key=value`` overrides."""
     load_builtin_entries()
+    cfg = None
     try:
-        cli = OmegaConf.from_dotlist(list(overrides or []))
+        cli = _parse_dotlist(list(overrides or []))
         cfg = OmegaConf.structured(RunConfig)
         run_yaml = _packaged_yaml("run.yaml")
         if run_yaml is not None:
@@ -81,18 +86,82 @@ def resolve_config(overrides: list[str] | None = None) -> DictConfig:
             if node is not None:
                 layers.append(OmegaConf.create({section: node}))
         cfg = OmegaConf.merge(*layers, cli)
+        # Resolve ${...} now: a bad interpolation is a config error here, not a traceback
+        # later, and the saved config.yaml holds the values the run used.
+        OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"invalid setting: {err}") from err
+        raise ConfigError(f"invalid setting: {_first_line(err)}{_bad_interpolation(cfg)}") \
+            from err
     validate(cfg)
     return cfg
+
+
+def _parse_dotlist(overrides: list[str]) -> DictConfig:
+    import yaml  # OmegaConf's own dependency, which parses each value
+
+    try:
+        return OmegaConf.from_dotlist(overrides)
+    except yaml.YAMLError as err:
+        bad = next((o for o in overrides if not _parses(o)), "?")
+        raise ConfigError(f"cannot parse the setting {bad!r} as YAML ({_first_line(err)}); "
+                          "close every [ and {, e.g. fold=[0,2]") from err
+
+
+def _parses(override: str) -> bool:
+    import yaml
+
+    try:
+        OmegaConf.from_dotlist([override])
+    except yaml.YAMLError:
+        return False
+    return True
+
+
+def _first_line(err: BaseException) -> str:
+    """OmegaConf appends ``full_key`` / ``object_type`` lines; the first line says it all."""
+    lines = str(err).splitlines()
+    key = getattr(err, "full_key", None)
+    return (lines[0] if lines else type(err).__name__) + (f" (key: {key})" if key else "")
+
+
+def _bad_interpolation(cfg: Any) -> str:
+    """Where the first ``${...}`` that does not resolve is, as a sentence ('' if none)."""
+    if not isinstance(cfg, DictConfig):
+        return ""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+
+    def walk(node: Any, prefix: str):
+        items = node.items() if isinstance(node, dict) else \
+            enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, str) and "${" in v:
+                try:
+                    OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+                except OmegaConfBaseException:
+                    return key, v
+            found = walk(v, key)
+            if found:
+                return found
+        return None
+
+    found = walk(raw, "")
+    if found is None:
+        return ""
+    return (f" in {found[0]}={found[1]!r}; ${{...}} in a value is an OmegaConf "
+            "interpolation: use a known resolver such as ${oc.env:VAR}, or write \\${...} "
+            "for a literal")
 
 
 def validate(cfg: DictConfig) -> None:
     if cfg.annotation not in ANNOTATION_KINDS:
         raise ConfigError(f"annotation must be one of {', '.join(ANNOTATION_KINDS)}; "
                           f"got {cfg.annotation!r}")
+    if cfg.num_workers != "auto" and not (isinstance(cfg.num_workers, int)
+                                          and not isinstance(cfg.num_workers, bool)):
+        raise ConfigError(f"num_workers must be auto or an int >= 0; got {cfg.num_workers!r}")
     for key, low in (("shot", 1), ("batch_size", 1), ("num_workers", 0)):
-        if int(cfg[key]) < low:
+        if cfg[key] != "auto" and int(cfg[key]) < low:
             raise ConfigError(f"{key} must be >= {low}; got {cfg[key]}")
     if cfg.episodes is not None and int(cfg.episodes) < 1:
         raise ConfigError(f"episodes must be >= 1 (or unset for the protocol's count); "
@@ -105,6 +174,10 @@ def validate(cfg: DictConfig) -> None:
                                    f"{', '.join(protocol_names())}")
     if cfg.split is not None and cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test; got {cfg.split!r}")
+    if not DEVICE_PATTERN.fullmatch(str(cfg.device)):
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps; got {cfg.device!r}")
+    if cfg.run_id is not None:
+        check_run_id(str(cfg.run_id))
 
 
 def data_root(cfg: DictConfig) -> Path:
@@ -119,7 +192,24 @@ def build_dataset(cfg: DictConfig, defaults: dict | None = None):
     root = args.pop("root", None)
     dirname = args.pop("dirname", None) or cfg.dataset
     cls = DATASETS.get(cfg.dataset)
+    check_options(cfg.dataset, cls, args, extra=("root", "dirname"))
     return cls(Path(root).expanduser() if root else data_root(cfg) / dirname, **args)
+
+
+def check_options(name: str, cls: type, options: dict, extra: tuple[str, ...] = ()) -> None:
+    """Refuse ``dataset_args`` keys that ``cls.__init__`` does not take (a misspelt option
+    would otherwise be a TypeError traceback), naming the valid ones and close matches.
+    A constructor with ``**options`` accepts anything and is not checked."""
+    from refseg_bench.options import unknown_keys_error
+
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    valid = sorted({p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL
+                    and p.name != "root"} | set(extra))
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise unknown_keys_error(unknown, valid, f"dataset_args of {name!r}")
 
 
 def build_method(cfg: DictConfig):

@@ -1,6 +1,6 @@
 """Reading images and label PNGs with errors that name the file and say what to do.
 
-Label encodings seen in the wild differ (PROTOCOLS.md, shared/data/real-samples): palette
+Label encodings seen in the wild differ (docs/protocols.md §3): palette
 PNGs whose indices are class ids, 0/1 and 0/255 greyscale, anti-aliased 0..255 masks,
 RGB and RGBA masks. ``read_label`` returns the raw index/value plane; binarising is the
 dataset's decision, because the threshold is part of its protocol.

@@ -15,8 +15,10 @@ import pandas as pd
 
 from refseg_bench.trust import SECTIONS, section
 
-ID_COLUMNS = ["method", "model", "weights", "dataset", "protocol", "split", "shot",
-              "annotation", "scoring"]
+# episode_kind: "exact" (the official loader's episodes, replayed), "exact, lists ..." (the
+# official draws on lists that could not be checked or differ), or "rule-equivalent".
+ID_COLUMNS = ["method", "model", "weights", "dataset", "protocol", "episode_kind", "split",
+              "shot", "annotation", "scoring"]
 
 
 def load_summaries(results_dir: Path) -> list[dict]:
@@ -42,7 +44,9 @@ def row_of(s: dict) -> dict:
     row = {
         "method": s["method"], "model": info.get("model", ""),
         "weights": info.get("weights", "none"), "dataset": s["dataset"],
-        "protocol": s["protocol"]["name"], "split": s["split"], "shot": s["shot"],
+        "protocol": s["protocol"]["name"],
+        "episode_kind": s.get("episode_kind", "rule-equivalent"),  # older records: the sampler
+        "split": s["split"], "shot": s["shot"],
         "annotation": s["annotation"], "scoring": _scoring(s["protocol"]),
     }
     for f, v in sorted(s["folds"].items(), key=lambda kv: int(kv[0])):
@@ -63,7 +67,8 @@ def row_of(s: dict) -> dict:
 def build(results_dir: Path) -> pd.DataFrame:
     rows = [row_of(s) for s in load_summaries(results_dir)]
     if not rows:
-        return pd.DataFrame(columns=ID_COLUMNS + ["mean"])
+        return pd.DataFrame(columns=ID_COLUMNS[:3] + ["random_weights", "section"]
+                            + ID_COLUMNS[3:] + ["mean", "run_id", "_ci"])
     df = pd.DataFrame(rows)
     fold_cols = sorted((c for c in df.columns if c.startswith("fold")), key=lambda c: int(c[4:]))
     cols = ID_COLUMNS + fold_cols + ["mean", "seed_std", "fbiou", "episodes", "skipped", "ci95",
@@ -88,7 +93,9 @@ def to_markdown(df: pd.DataFrame) -> str:
     out = ["# refseg-bench leaderboard", "",
            "mIoU (%) per fold = mean over the fold's classes of summed intersection over "
            "summed union (255 ignored unless the scoring column says otherwise); FB-IoU (%) "
-           "pooled over all episodes; 95% interval = class-stratified bootstrap.", ""]
+           "pooled over all episodes; 95% interval = class-stratified bootstrap. "
+           "episode_kind: exact = the official test loader's own episodes, replayed; "
+           "rule-equivalent = drawn by the harness under the same rules.", ""]
     parts = {name: df[df["section"] == name] for name in SECTIONS}
     out += ["## Results", "", table(parts["results"]) if len(parts["results"])
             else "_no runs yet_", ""]
@@ -114,7 +121,8 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, sum(heights) + 0.5), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, ((dataset, protocol, shot, annotation), g) in zip(axes[:, 0], groups, strict=True):
-        labels = [f"{m} ({w})" for m, w in zip(g["method"], g["weights"], strict=True)]
+        labels = [f"{m} ({w}{', exact episodes' if k.startswith('exact') else ''})"
+                  for m, w, k in zip(g["method"], g["weights"], g["episode_kind"], strict=True)]
         lo = [m - c[0] if c[0] is not None else 0 for m, c in zip(g["mean"], g["_ci"], strict=True)]
         hi = [c[1] - m if c[1] is not None else 0 for m, c in zip(g["mean"], g["_ci"], strict=True)]
         bars = ax.barh(range(len(g)), g["mean"], xerr=[lo, hi], color="C0", capsize=3)

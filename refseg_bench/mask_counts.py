@@ -1,21 +1,20 @@
-"""The pixel-counting kernel behind ``refseg_bench.scorer.episode_totals``.
+"""The pixel-counting kernels behind ``refseg_bench.scorer.episode_totals``.
 
-A batch of episodes is packed into one byte workspace, a few whole-block byte operations
-derive the planes to count, and a word-level sum counts them per episode. Conventions
-(threshold, ignore, resizing) are documented in ``refseg_bench.scorer``.
+On the CPU, ``refseg_bench.mask_counts_cpu`` counts one episode at a time with NumPy. On
+an accelerator (this module) a batch of episodes is packed into one byte workspace, a few
+whole-batch byte operations derive the planes to count, and a word-level sum counts them
+per episode: a handful of kernel launches per batch instead of several per episode.
+Conventions (threshold, ignore, resizing) are documented in ``refseg_bench.scorer``.
 
 Layout: each episode is a flat segment padded to a multiple of ``_CHUNK`` with label 255
 (never valid) and prediction 0. Flat segments waste nothing on mixed orientations, unlike
-padding to the batch's max height and width. On the CPU a block of about ``_BLOCK_PIXELS``
-pixels is processed at a time in one reused workspace, so the bytes stay in cache and are
-not page-faulted in afresh for every batch.
+padding to the batch's max height and width.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -24,8 +23,6 @@ import torch.nn.functional as F
 # word stays below 2**63 (no signed overflow); the 8 lanes are then added up.
 _WORDS_PER_CHUNK = 63
 _CHUNK = 8 * _WORDS_PER_CHUNK  # pixels per chunk; every episode segment is padded to it
-_BLOCK_PIXELS = 1 << 20  # CPU block: five byte planes of it (5 MB) stay in L3 cache
-_ONE_F32_BITS = 0x3F800000  # bit pattern of float32 1.0
 
 
 class ScoringError(ValueError):
@@ -42,20 +39,24 @@ def count_totals(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
     ``device``; label values and the prediction range are checked here, in the same pass
     that reads them.
     """
+    if device.type == "cpu":
+        from refseg_bench.mask_counts_cpu import count_totals_cpu
+
+        return count_totals_cpu(preds, labels, size=size, ignore=ignore, threshold=threshold)
+    return count_totals_torch(preds, labels, device, size=size, ignore=ignore,
+                              threshold=threshold)
+
+
+def count_totals_torch(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
+                       device: torch.device, *, size: int | None, ignore: bool,
+                       threshold: float) -> torch.Tensor:
+    """``count_totals`` with torch ops on any device (the accelerator path; tests run it on
+    the CPU too): the whole batch in one workspace."""
     n_pixels = [int(p.numel()) if size is None else size * size for p in preds]
     seg = [-(-n // _CHUNK) * _CHUNK for n in n_pixels]
-    limit = _BLOCK_PIXELS if device.type == "cpu" else sum(seg)
-    blocks, start, used = [], 0, 0
-    for i, s in enumerate(seg):
-        if used and used + s > limit:
-            blocks.append((start, i))
-            start, used = i, 0
-        used += s
-    blocks.append((start, len(seg)))
-    width = max(sum(seg[a:b]) for a, b in blocks)
-    work = torch.empty((5, width), dtype=torch.uint8, device=device)
-    return torch.cat([_count_block(preds[a:b], labels[a:b], a, work, seg[a:b], size=size,
-                                   ignore=ignore, threshold=threshold) for a, b in blocks])
+    work = torch.empty((5, sum(seg)), dtype=torch.uint8, device=device)
+    return _count_block(preds, labels, 0, work, seg, size=size, ignore=ignore,
+                        threshold=threshold)
 
 
 def _count_block(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], first: int,
@@ -71,8 +72,8 @@ def _count_block(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], 
     # 0-3 and ignore=False rows 1-4: both windows are contiguous.
     work = work[:, :used]
     q, tp, fg, lab1, pred = work.unbind(0)
-    pack = _pack_cpu if device.type == "cpu" else _pack_torch
-    in_range = pack(preds, labels, first, pred, lab1, seg, size=size, threshold=threshold)
+    in_range = _pack_torch(preds, labels, first, pred, lab1, seg, size=size,
+                           threshold=threshold)
     _check_ranges(preds, in_range, first)
     if size is None and int(lab1.amax()) > 2:  # any label outside {0, 1, 255}
         raise_bad_labels(labels, first_index=first)
@@ -92,36 +93,11 @@ def _count_block(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], 
     return torch.stack([inter, union, n_valid - union, n_valid - inter], dim=1)
 
 
-def _pack_cpu(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], first: int,
-              pred_row: torch.Tensor, lab1_row: torch.Tensor, seg: list[int], *,
-              size: int | None, threshold: float) -> list[bool]:
-    """Write each episode's ``pred > threshold`` and ``label + 1`` (zero padding) into the
-    rows, through NumPy views: per call, NumPy costs about a microsecond where torch slicing
-    and dispatch cost several, and its float comparison is SIMD (about 9x torch's here).
-    Returns whether each prediction passed the quick [0, 1] range test."""
-    pred_np, lab1_np = pred_row.numpy().view(np.bool_), lab1_row.numpy()
-    start, in_range = 0, []
-    for i, (p, la, s) in enumerate(zip(preds, labels, seg, strict=True), start=first):
-        in_range.append(_in_unit_range(p))
-        if size is not None:  # check the label before resizing hides some of its pixels
-            check_label(la, i)
-            p, la = resize_episode(p, la, size)
-        n = p.numel()
-        if (array := _numpy_view(p)) is not None:
-            np.greater(array.reshape(-1), threshold, out=pred_np[start:start + n])
-        else:  # bool, integer or half precision
-            pred_row[start:start + n].view(torch.bool).copy_(p.reshape(-1) > threshold)
-        np.add(la.cpu().numpy().reshape(-1), 1, out=lab1_np[start:start + n])
-        pred_np[start + n:start + s] = False  # padding: prediction 0, label 255 (+1 = 0)
-        lab1_np[start + n:start + s] = 0
-        start += s
-    return in_range
-
-
 def _pack_torch(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], first: int,
                 pred_row: torch.Tensor, lab1_row: torch.Tensor, seg: list[int], *,
                 size: int | None, threshold: float) -> list[bool | torch.Tensor]:
-    """``_pack_cpu`` for accelerators: torch ops, range flags left on the device."""
+    """Write each episode's ``pred > threshold`` and ``label + 1`` (zero padding) into the
+    rows with torch ops; range flags are left on the device (one sync per batch)."""
     device, sizes, in_range = pred_row.device, [], []
     for p, s in zip(preds, seg, strict=True):
         n = p.numel() if size is None else size * size
@@ -149,33 +125,11 @@ def resize_episode(pred: torch.Tensor, label: torch.Tensor,
     return p[0, 0], lab[0, 0]
 
 
-def _numpy_view(t: torch.Tensor) -> np.ndarray | None:
-    """Zero-copy NumPy view of a CPU float32/float64 tensor, else None.
-
-    NumPy's SIMD float comparison and max run 5-9x faster than torch's CPU kernels (torch
-    2.15 here: 7 vs 62 us to threshold a 500x375 map), and reading the prediction is the
-    largest cost of scoring.
-    """
-    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64):
-        return t.detach().numpy()
-    return None
-
-
 def _in_unit_range(pred: torch.Tensor) -> bool | torch.Tensor:
-    """Whether a prediction lies in [0, 1]: a bool, or a 0-dim bool tensor on a GPU (read
-    later, once per block, to avoid a device sync per episode). False may be a false alarm.
-
-    CPU float32 takes one pass: float32 bit patterns read as unsigned ints keep the order
-    of non-negative floats, and negatives and NaN map above all of them, so
-    ``max(bits) <= bits(1.0)`` iff every value is in [+0, 1] (-0.0 is a false alarm).
-    """
+    """Whether a prediction lies in [0, 1]: True for non-float masks, else a 0-dim bool
+    tensor (read later, once per batch, to avoid a device sync per episode)."""
     if not pred.is_floating_point() or pred.numel() == 0:
         return True
-    array = _numpy_view(pred)
-    if array is not None and array.dtype == np.float32:
-        return bool(array.view(np.uint32).max() <= _ONE_F32_BITS)
-    if array is not None:
-        return bool(array.min() >= 0 and array.max() <= 1)
     low, high = torch.aminmax(pred)
     return (low >= 0) & (high <= 1)
 

@@ -12,7 +12,6 @@ weights are recorded as ``random`` and kept apart in leaderboards.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 from refseg_bench.errors import ConfigError
@@ -33,16 +32,10 @@ class SizeChoice:
 
 def missing_checkpoints(refs: list[str | None]) -> list[str]:
     """Paths of the checkpoints ``refs`` (catalogue names or paths; None = random, needs
-    nothing) that are not on disk."""
-    from refseg_bench.models.checkpoints import resolve_checkpoint
+    nothing) that are not on disk; for a folder entry, each of its absent files."""
+    from refseg_bench.models.folders import missing_in
 
-    missing = []
-    for ref in refs:
-        if ref is not None:
-            path, _ = resolve_checkpoint(ref)
-            if not Path(path).is_file():
-                missing.append(str(path))
-    return missing
+    return [path for ref in refs if ref is not None for path in missing_in(ref)]
 
 
 def choose_size(size: str, method: str, real_checkpoints: list[str | None]) -> SizeChoice:

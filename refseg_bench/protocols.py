@@ -1,4 +1,4 @@
-"""Named evaluation protocols (PROTOCOLS.md §11): how episodes are drawn and scored.
+"""Named evaluation protocols (docs/protocols.md §6): how episodes are drawn and scored.
 
 A preset lives in ``configs/protocols/<name>.yaml``. ``dataset_overrides`` lets a preset
 follow its paper family per benchmark (e.g. HSNet cycles (image, class) pairs on PASCAL
@@ -14,6 +14,10 @@ from omegaconf import OmegaConf
 
 from refseg_bench.errors import ConfigError
 from refseg_bench.registry import UnknownNameError
+
+# How weak reference annotations are simulated (refseg_bench/annotations.py,
+# docs/protocols.md §8): the harness's own convention, or VRP-SAM's evaluation one.
+ANNOTATION_STYLES = ("harness", "vrp-sam")
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,26 @@ class Protocol:
     # user's ``dataset_args``, which win.
     dataset_args: dict = field(default_factory=dict)
     dataset_overrides: dict = field(default_factory=dict)
+    # Which convention simulates box / point / scribble references (ANNOTATION_STYLES).
+    annotation_style: str = "harness"
+    # Exact replay of the official test loader (``refseg_bench.replay``): ``replay`` names
+    # it (``code``) with its settings (``workers``, ``ranks``, ``episodes``: the official
+    # count, ``note``); ``exact: true`` uses it instead of ``sampler``.
+    exact: bool = False
+    replay: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.annotation_style not in ANNOTATION_STYLES:
+            raise ConfigError(f"protocol {self.name!r}: annotation_style must be one of "
+                              f"{', '.join(ANNOTATION_STYLES)}; got {self.annotation_style!r}")
 
     def for_dataset(self, dataset: str) -> Protocol:
         """The preset with this dataset's overrides applied."""
         return self.with_overrides(self.dataset_overrides.get(dataset, {}))
 
     def with_overrides(self, over: dict) -> Protocol:
-        """A copy with some fields replaced (``scoring`` may be given partially)."""
+        """A copy with some fields replaced (``scoring`` and ``replay`` may be given
+        partially)."""
         over = dict(over)
         if not over:
             return self
@@ -58,6 +75,11 @@ class Protocol:
             raise ConfigError(f"unknown protocol field(s) {sorted(unknown)}; "
                               f"valid: {sorted(f.name for f in fields(self))}")
         scoring = over.pop("scoring", None)
+        if "replay" in over:  # a partial replay spec (e.g. other workers) keeps the rest
+            over["replay"] = {**self.replay, **(over["replay"] or {})}
+        if not isinstance(over.get("exact", False), bool):
+            raise ConfigError(f"protocol field exact must be true or false, got "
+                              f"{over['exact']!r}")
         out = replace(self, **{k: (tuple(v) if k == "seeds" else v) for k, v in over.items()})
         if scoring is not None:
             out = replace(out, scoring=replace(self.scoring, **scoring))
@@ -73,6 +95,17 @@ class Protocol:
 def protocol_names() -> list[str]:
     folder = resources.files("refseg_bench.configs") / "protocols"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_protocol(name: str, dataset: str, protocol_args: dict | None = None) -> Protocol:
+    """Preset ``name`` as a run on ``dataset`` uses it: the dataset's overrides, then the
+    user's ``protocol_args``; with ``exact``, the official loop's episode count
+    (``replay.episodes``, e.g. PFENet's 5001) unless ``protocol_args`` sets ``episodes``."""
+    args = dict(protocol_args or {})
+    p = load_protocol(name).for_dataset(dataset).with_overrides(args)
+    if p.exact and "episodes" in p.replay and "episodes" not in args:
+        p = replace(p, episodes=int(p.replay["episodes"]))
+    return p
 
 
 def load_protocol(name: str) -> Protocol:

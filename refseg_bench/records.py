@@ -11,7 +11,8 @@ Layout::
     predictions/seed<S>_fold<F>/<index>.png  when save_predictions=true
 
 Rows are appended and flushed per batch; a run killed midway loses at most the batch in
-flight, and a truncated last line is ignored (that episode is simply redone).
+flight. A last line cut by the kill is removed when the run resumes (that episode is
+simply redone), so the rows file stays one whole row per finished episode.
 """
 
 from __future__ import annotations
@@ -55,11 +56,11 @@ def unit_name(seed: int, fold: int) -> str:
 
 def prepare_run_dir(run_dir: Path, cfg: DictConfig, overwrite: bool) -> None:
     """Create the run dir, or check that an existing one belongs to the same settings."""
-    saved = run_dir / "config.yaml"
-    if overwrite and run_dir.exists():
-        import shutil
+    from refseg_bench.rundir import remove_run_dir
 
-        shutil.rmtree(run_dir)
+    saved = run_dir / "config.yaml"
+    if overwrite:
+        remove_run_dir(run_dir)
     if saved.exists():
         old = identity(OmegaConf.load(saved))
         if old != identity(cfg):
@@ -69,39 +70,68 @@ def prepare_run_dir(run_dir: Path, cfg: DictConfig, overwrite: bool) -> None:
             )
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, saved)
+    OmegaConf.save(cfg, saved, resolve=True)
 
 
 class RowWriter:
-    """Append-only JSONL writer, flushed and fsynced per ``write`` call."""
+    """Append-only JSONL writer, flushed and fsynced per ``write`` call. Opening it removes
+    a last line cut by a kill or a full disk (bytes after the last newline)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        cut = path.exists() and path.stat().st_size and _last_byte(path) != b"\n"
+        self.path = path
+        self._failed = False
+        if path.exists():
+            drop_cut_last_line(path)
         self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        if cut:  # a write cut by a kill: end that line so it stays a lone unparsable one
-            self._f.write("\n")
 
     def write(self, rows: list[dict]) -> None:
-        self._f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            self._f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as err:  # a write error names no file; say which one
+            self._failed = True
+            raise OSError(err.errno, err.strerror, str(self.path)) from err
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:
+            if not self._failed:  # else: the same failed flush, already raised by write()
+                raise
 
 
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
+def drop_cut_last_line(path: Path, block: int = 1 << 16) -> int:
+    """Truncate ``path`` after its last newline; returns the number of bytes removed.
+
+    Reads backwards from the end in ``block``-byte steps, so a long rows file is not read
+    whole; a file without any newline is emptied.
+    """
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        else:
+            keep = 0
+        if keep < size:
+            f.truncate(keep)
+        return size - keep
 
 
 def read_rows(unit_dir: Path) -> dict[int, dict]:
     """Finished rows of a unit from every rank's file, keyed by episode index.
 
-    A line that does not parse (a write cut by a kill) is dropped; so is a duplicate index
-    (kept once), so a resumed run never double-counts an episode.
+    A line that does not parse (a write cut by a kill, before a resume removed it) is
+    skipped; so is a duplicate index (kept once), so a resumed run never double-counts an
+    episode.
     """
     rows: dict[int, dict] = {}
     for path in sorted(unit_dir.glob("rows-rank*.jsonl")):
@@ -113,6 +143,32 @@ def read_rows(unit_dir: Path) -> dict[int, dict]:
                     continue
                 rows.setdefault(int(row["index"]), row)
     return rows
+
+
+def episodes_done(plan) -> tuple[int, int]:
+    """``(finished, total)`` episodes of a run on disk, over all its units (a ``RunPlan``:
+    ``run_dir``, ``seeds``, ``folds``, ``n_episodes``). A unit without a manifest yet
+    counts ``n_episodes``; one with a manifest counts its length."""
+    done = total = 0
+    for seed in plan.seeds:
+        for fold in plan.folds:
+            unit_dir = plan.run_dir / unit_name(seed, fold)
+            done += len(read_rows(unit_dir))
+            manifest = unit_dir / "manifest.json"
+            total += (json.loads(manifest.read_bytes())["header"]["n_episodes"]
+                      if manifest.is_file() else plan.n_episodes)
+    return done, total
+
+
+def announce_resume(plan) -> None:
+    """Say on stderr that a run resumes, and how far it had got (nothing for a new run)."""
+    import sys
+
+    done, total = episodes_done(plan)
+    if done:
+        print(f"resuming run {plan.run_dir.name}: {done}/{total} episodes already done "
+              f"(kept in {plan.run_dir}; overwrite=true starts again)", file=sys.stderr,
+              flush=True)
 
 
 def git_commit() -> str | None:

@@ -20,10 +20,12 @@ from refseg_bench.datasets.base import FoldedDataset
 from refseg_bench.devices import resolve_device
 from refseg_bench.distributed import World, init_world, local_device, shutdown
 from refseg_bench.episodes import EpisodeBatch
-from refseg_bench.loading import EpisodeDataset, LoadedEpisode, collate
+from refseg_bench.errors import RunInterrupted
+from refseg_bench.loading import LoadedEpisode, episode_loader, resolve_workers
 from refseg_bench.methods.base import Unit
-from refseg_bench.protocols import Protocol, load_protocol
+from refseg_bench.protocols import Protocol, resolve_protocol
 from refseg_bench.registry import DATASETS
+from refseg_bench.rundir import RunLock, run_path
 from refseg_bench.sampler import Manifest, SamplingError, sample_episodes
 from refseg_bench.scorer import Scorer
 
@@ -61,8 +63,8 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     dataset_cls = DATASETS.get(cfg.dataset)
     name = cfg.protocol or dataset_cls.default_protocol
     cfg.split = cfg.split or dataset_cls.default_split  # recorded like the protocol
-    protocol = load_protocol(name).for_dataset(cfg.dataset).with_overrides(
-        OmegaConf.to_container(cfg.protocol_args, resolve=True) or {})
+    protocol = resolve_protocol(name, cfg.dataset,
+                                OmegaConf.to_container(cfg.protocol_args, resolve=True))
     dataset = build_dataset(cfg, protocol.dataset_args)
     if cfg.seed is not None:
         seeds = [int(cfg.seed)]
@@ -70,8 +72,9 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         seeds = list(protocol.seeds) or [protocol.seed]
     n = int(cfg.episodes) if cfg.episodes is not None else protocol.episodes
     cfg.protocol = name  # recorded: the run id and the saved config name the protocol used
+    cfg.num_workers = resolve_workers(cfg.num_workers)  # recorded as the count used
     run_id = cfg.run_id or records.default_run_id(cfg, name)
-    run_dir = Path(cfg.results_dir) / run_id
+    run_dir = run_path(cfg.results_dir, run_id)
     return RunPlan(cfg, dataset, protocol, seeds, folds_of(cfg, dataset.n_folds), n, run_dir)
 
 
@@ -126,25 +129,28 @@ def evaluate_unit(plan: RunPlan, method, seed: int, fold: int, world: World,
     unit_dir = plan.run_dir / unit
     manifest = unit_manifest(plan, seed, fold, world)
     classes = plan.dataset.classes(fold, cfg.split)
+    done = records.read_rows(unit_dir)
+    todo = [s for s in manifest.episodes
+            if s.index not in done and s.index % world.size == world.rank]
+    # Loader workers start decoding now, while the method prepares the unit below.
+    batches = iter(episode_loader(plan.dataset, todo, cfg.annotation,
+                                  plan.protocol.annotation_style,
+                                  batch_size=int(cfg.batch_size),
+                                  num_workers=int(cfg.num_workers),
+                                  pin_memory=device.type == "cuda"))
     # Outside any grad mode: a method may load or even train its fold's weights here.
     method.begin_unit(Unit(plan.dataset, fold, cfg.split, int(cfg.shot), cfg.annotation, seed))
     scorer = Scorer(classes, device)
-    done = records.read_rows(unit_dir)
     if world.is_main and done:
         scored = [r for r in done.values() if r["skip"] is None]
         scorer.add([r["class_id"] for r in scored],
                    torch.tensor([r["totals"] for r in scored], dtype=torch.int64).reshape(-1, 4))
-    todo = [s for s in manifest.episodes
-            if s.index not in done and s.index % world.size == world.rank]
-    loader = torch.utils.data.DataLoader(
-        EpisodeDataset(plan.dataset, todo, cfg.annotation), batch_size=int(cfg.batch_size),
-        num_workers=int(cfg.num_workers), collate_fn=collate)
     task = progress.add_task(f"{cfg.method} {unit}", total=len(manifest.episodes),
                              completed=len(done), miou="") if progress else None
     writer = records.RowWriter(unit_dir / f"rows-rank{world.rank}.jsonl")
     t = time.perf_counter()
     try:
-        for loaded in loader:
+        for loaded in batches:
             rows = _run_batch(plan, method, scorer, loaded, timing, t0=t, device=device)
             t = time.perf_counter()
             preds = {r["index"]: r.pop("_pred", None) for r in rows}
@@ -172,7 +178,7 @@ def _run_batch(plan, method, scorer, loaded, timing, *, t0, device) -> list[dict
         preds = predict_batch(method, ok, plan.cfg.annotation)
         t2 = time.perf_counter()
         timing.predict += t2 - t1
-        labels = [torch.from_numpy(le.label).to(device) for le in ok]
+        labels = [torch.from_numpy(le.label).to(device, non_blocking=True) for le in ok]
         totals = scorer.update([p.to(device) for p in preds], labels,
                                [le.spec.class_id for le in ok],
                                size=plan.protocol.scoring.size, ignore=plan.protocol.scoring.ignore)
@@ -190,7 +196,8 @@ def _save_predictions(out: Path, preds: dict[int, torch.Tensor | None]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for idx, p in preds.items():
         if p is not None:
-            mask = (p.detach().float().cpu().numpy() >= 0.5).astype(np.uint8) * 255
+            # The scorer's rule (foreground iff p > 0.5, in the prediction's dtype).
+            mask = (p.detach().cpu() > 0.5).numpy().astype(np.uint8) * 255
             Image.fromarray(mask, mode="L").save(out / f"{idx:05d}.png")
 
 
@@ -203,9 +210,12 @@ def run(cfg: DictConfig) -> dict:
     plan = plan_run(cfg)
     device = local_device(resolve_device(cfg.device))
     world = init_world(device)
+    lock = RunLock(plan.run_dir)  # taken by rank 0 alone: the ranks of one run share it
     try:
         if world.is_main:
+            lock.acquire()
             records.prepare_run_dir(plan.run_dir, cfg, bool(cfg.overwrite))
+            records.announce_resume(plan)
         world.barrier()
         method.setup(device, plan.dataset)
         timing = Timing()
@@ -224,7 +234,10 @@ def run(cfg: DictConfig) -> dict:
                                    elapsed=time.perf_counter() - started)
         write_outputs(plan, summary, table)
         return summary
+    except KeyboardInterrupt as err:  # Ctrl-C: say how far the run got, for the rerun
+        raise RunInterrupted(*records.episodes_done(plan)) from err
     finally:
+        lock.release()
         shutdown(world)
 
 

@@ -5,7 +5,9 @@ protocol): it owns its ``numpy.random.Generator``, so worker count, batch size, 
 and rank count can never change an episode. Every method replays the same manifest.
 
 This reproduces each family's *rules*, not the exact episodes of the official scripts,
-which depend on their global RNG call order (PROTOCOLS.md §11.3).
+which depend on their global RNG call order (docs/protocols.md §5.4). A preset with
+``exact: true`` replays those instead (``refseg_bench.replay``); its manifest header then
+says so under ``replay``.
 """
 
 from __future__ import annotations
@@ -197,13 +199,19 @@ def sample_episodes(
         raise SamplingError(f"unknown sampler {protocol.sampler!r}; known: {', '.join(SAMPLERS)}")
     if fold not in dataset.folds():
         raise DatasetError(f"{dataset.name} has folds {dataset.folds()}, got fold {fold}")
-    rng = np.random.default_rng(seed)
-    draw = SAMPLERS[protocol.sampler]
-    specs = tuple(
-        EpisodeSpec(i, fold, c, q, s, episode_seed(seed, fold, i))
-        for i, c, q, s in draw(dataset, fold, split, shot, n_episodes, rng,
-                               protocol.distinct_supports)
-    )
+    replayed = None
+    if protocol.exact:  # the official loader's own draws (refseg_bench.replay)
+        from refseg_bench.replay import replay_episodes
+
+        replayed = replay_episodes(dataset, fold, split, shot, n_episodes, seed,
+                                   protocol.replay)
+        drawn = ((i, c, q, s) for i, (c, q, s) in enumerate(replayed.episodes))
+    else:
+        rng = np.random.default_rng(seed)
+        drawn = SAMPLERS[protocol.sampler](dataset, fold, split, shot, n_episodes, rng,
+                                           protocol.distinct_supports)
+    specs = tuple(EpisodeSpec(i, fold, c, q, s, episode_seed(seed, fold, i))
+                  for i, c, q, s in drawn)
     header = {
         "version": MANIFEST_VERSION,
         "dataset": dataset.name,
@@ -217,4 +225,7 @@ def sample_episodes(
         "distinct_supports": protocol.distinct_supports,
         "lists_sha256": dataset.fingerprint(fold, split),
     }
+    if replayed is not None:  # absent otherwise, so rule-equivalent manifests keep their hash
+        header["sampler"] = f"official replay ({protocol.replay['code']})"
+        header["replay"] = replayed.header(protocol.replay)
     return Manifest(header, specs)

@@ -1,5 +1,5 @@
 """The scorer: per-episode intersection/union totals and the fold mIoU / FB-IoU built from
-them (PROTOCOLS.md §6-§8).
+them (docs/protocols.md §7).
 
 Two layers, as in torchmetrics: ``episode_totals`` is the functional core (a batch of
 predictions and labels in, an ``(B, 4)`` int64 table out) and ``Scorer`` is a thin stateful

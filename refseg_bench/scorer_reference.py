@@ -1,6 +1,6 @@
 """A slow, obviously correct NumPy scorer: the yardstick for ``refseg_bench.scorer``.
 
-One episode at a time, written straight from the definitions of PROTOCOLS.md §7-§8; the
+One episode at a time, written straight from the definitions of docs/protocols.md §7.2-§7.3; the
 tests check the fast scorer against it and ``benchmarks/perf_core.py`` times both.
 Resizing (``size=N``) is the one step it does not do by hand: it calls
 ``F.interpolate`` once per episode, as HSNet's loader does.
@@ -28,7 +28,13 @@ def reference_episode_totals(preds: Sequence[torch.Tensor], labels: Sequence[tor
             pred = F.interpolate(pred[None, None], size=(size, size), mode="bilinear",
                                  align_corners=False)[0, 0]
             label = F.interpolate(label[None, None], size=(size, size), mode="nearest")[0, 0]
-        p = pred.numpy() > threshold
+        if pred.dtype in (torch.float16, torch.bfloat16):
+            # In the prediction's dtype, the threshold cast to it as torch casts a Python
+            # number (NumPy rounds a float16 threshold once, torch via float32: rare
+            # thresholds differ; NumPy has no bfloat16).
+            p = (pred > threshold).numpy()
+        else:
+            p = pred.numpy() > threshold
         lab = label.numpy()
         g = lab == 1
         valid = lab != 255 if ignore else np.ones(lab.shape, bool)

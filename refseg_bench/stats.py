@@ -1,6 +1,6 @@
 """Fold mIoU from per-episode totals, and its class-stratified bootstrap interval.
 
-Same rules as the scorer (PROTOCOLS.md §7): class IoU = sum of intersections / max(sum of
+Same rules as the scorer (docs/protocols.md §7.2): class IoU = sum of intersections / max(sum of
 unions, 1); the fold mIoU averages over all the fold's classes, a class with no episode
 counting as 0.
 """

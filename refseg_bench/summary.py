@@ -3,10 +3,13 @@ table and the per-class chart. Numbers here come only from the run's own records
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
 from refseg_bench import records
+from refseg_bench.replay import combined_kind, episode_kind
 from refseg_bench.scorer import ScoreSummary, bootstrap_miou
 
 N_BOOT = 1000
@@ -45,10 +48,12 @@ def summarize(plan, method, units: dict[tuple[int, int], ScoreSummary], timing, 
         frames.append(df)
         skips = df[df["skip"].notna()]["skip"] if not df.empty else pd.Series(dtype=str)
         classes = ds.classes(fold, cfg.split)
-        manifest_sha = (plan.run_dir / records.unit_name(seed, fold) / "manifest.json.sha256")
+        manifest = plan.run_dir / records.unit_name(seed, fold) / "manifest.json"
+        header = json.loads(manifest.read_bytes())["header"]
         unit_out.append({
             "seed": seed, "fold": fold,
-            "manifest_sha256": manifest_sha.read_text().strip(),
+            "manifest_sha256": manifest.with_suffix(".json.sha256").read_text().strip(),
+            "episode_kind": episode_kind(header), "replay": header.get("replay"),
             "n_episodes": int(len(df)), "n_scored": int(score.n_episodes),
             "n_skipped": int(len(skips)), "skip_reasons": skips.value_counts().to_dict(),
             "miou": score.miou, "fbiou": score.fbiou,
@@ -75,6 +80,8 @@ def summarize(plan, method, units: dict[tuple[int, int], ScoreSummary], timing, 
         "method": cfg.method, "dataset": cfg.dataset, "split": cfg.split,
         "shot": int(cfg.shot), "annotation": cfg.annotation,
         "protocol": plan.protocol.to_dict(),
+        # exact replay of the official loader's episodes, or the harness's rule-equivalent draw
+        "episode_kind": combined_kind([u["episode_kind"] for u in unit_out]),
         "episodes_per_fold": plan.n_episodes, "seeds": plan.seeds, "folds": folds,
         "mean_miou": float(np.mean(seed_means)),
         "seed_std_miou": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else None,

@@ -6,7 +6,10 @@ Images are generated from the item id, so they are deterministic and need no fil
 
 from __future__ import annotations
 
+import sys
+import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -118,6 +121,42 @@ class Flaky:
         return cls(**options)
 
 
+class Slow:
+    """An oracle that sleeps ``delay`` seconds per predict call, so a test can interrupt a
+    run of it (with a real SIGINT) while it is certainly in the episode loop."""
+
+    def __new__(cls, *a, **k):
+        from refseg_bench.methods.baselines import Oracle
+
+        class _Slow(Oracle):
+            name = "slow"
+
+            def __init__(self, delay: float = 0.2, **options):
+                super().__init__(**options)
+                self.delay = float(delay)
+
+            def predict(self, batch):
+                time.sleep(self.delay)
+                return super().predict(batch)
+
+        return _Slow(*a, **k)
+
+    @classmethod
+    def from_config(cls, options):
+        return cls(**options)
+
+
+def fake_cli(*args: str) -> list[str]:
+    """argv of a subprocess running the real ``refseg-bench`` CLI with the fakes registered
+    (``dataset=fake``, ``method=flaky|slow``), for tests that need a process of its own
+    (signals, resource limits, concurrency)."""
+    tests = str(Path(__file__).resolve().parent)
+    code = (f"import sys; sys.path.insert(0, {tests!r}); from fakes import register_fakes; "
+            "register_fakes(); from refseg_bench.cli import main; "
+            "raise SystemExit(main(sys.argv[1:]))")
+    return [sys.executable, "-c", code, *args]
+
+
 def register_fakes() -> None:
     from refseg_bench.registry import DATASETS, METHODS, load_builtin_entries
 
@@ -126,3 +165,4 @@ def register_fakes() -> None:
         DATASETS.register("fake", "fakes:ListDataset", "in-memory test dataset")
         DATASETS.register("fake_empty", "fakes:EmptySupportDataset", "one empty support")
         METHODS.register("flaky", "fakes:Flaky", "oracle that crashes after N batches")
+        METHODS.register("slow", "fakes:Slow", "oracle that sleeps per batch")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,8 +14,6 @@ from refseg_bench.annotations import (
 from refseg_bench.datasets.layout import binarize
 from refseg_bench.episodes import ANNOTATION_KINDS
 from refseg_bench.imageio import read_label
-
-FSS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-samples" / "fss1000"
 
 
 def blob_mask(seed: int = 0, shape=(90, 120)) -> np.ndarray:
@@ -156,15 +152,14 @@ def test_bad_kind_and_shape():
         simulate_annotation(np.ones((4, 4, 3), np.uint8), "mask", np.random.default_rng(0))
 
 
-def _fss_masks() -> list[tuple[str, np.ndarray]]:
+def _fss_masks(folder) -> list[tuple[str, np.ndarray]]:
     # apple, basketball: anti-aliased 0..255; eiffel_tower: 0/1 (real-samples README)
     return [(f"{png.parent.name}/{png.stem}", binarize(read_label(png)))
-            for png in sorted(FSS.glob("*/*.png"))]
+            for png in sorted(folder.glob("*/*.png"))]
 
 
-@pytest.mark.skipif(not FSS.is_dir(), reason=f"real samples not found at {FSS}")
-def test_all_kinds_on_real_fss1000_masks():
-    masks = _fss_masks()
+def test_all_kinds_on_real_fss1000_masks(real_samples):
+    masks = _fss_masks(real_samples("fss1000"))
     assert len(masks) == 25
     for i, (name, mask) in enumerate(masks):
         fg = mask == 1

@@ -53,3 +53,12 @@ def test_leaderboard_cli_prints_table(tmp_path):
                          check=True)
     assert "oracle" in out.stdout and "100.0" in out.stdout
     assert (results / "leaderboard.md").is_file()
+
+
+def test_empty_results_dir_writes_an_empty_leaderboard(tmp_path):
+    from refseg_bench import leaderboard
+
+    df = leaderboard.write(tmp_path)
+    assert df.empty
+    assert "_no runs yet_" in (tmp_path / "leaderboard.md").read_text()
+    assert (tmp_path / "leaderboard.csv").read_text().startswith("method,")

@@ -24,7 +24,8 @@ TINY_ARGS = tiny_args()
 
 def test_every_registered_method_has_a_tiny_configuration():
     register_fakes()
-    missing = sorted(set(METHODS.names()) - set(TINY_ARGS) - {"flaky"})
+    builtin = {n for n in METHODS.names() if not METHODS.entry(n).target.startswith("fakes:")}
+    missing = sorted(builtin - set(TINY_ARGS))
     assert not missing, f"add a tiny configuration for {missing} to configs/regress.yaml"
 
 
@@ -102,3 +103,42 @@ def test_loader_refuses_labels_under_weak_annotations(synthetic_root):
         kept = load_episode(ds, spec, kind, support_labels=True).episode.support_masks
         assert kept is not None and kept[0].dtype.name == "uint8"
     assert load_episode(ds, spec, "mask").episode.support_masks is not None
+
+
+def test_runner_draws_annotations_in_the_protocols_style(monkeypatch, tmp_path):
+    """The ``vrp-sam`` preset's scribbles (``annotation_style: vrp-sam``) reach predict."""
+    import numpy as np
+
+    from refseg_bench import runner
+    from refseg_bench.config import resolve_config
+    from refseg_bench.loading import load_episode
+
+    register_fakes()
+    seen = []
+    real_build = runner.build_method
+
+    def build(cfg):
+        m = real_build(cfg)
+        real_predict = m.predict
+
+        def predict(batch):
+            seen.extend(batch.episodes)
+            return real_predict(batch)
+
+        m.predict = predict
+        return m
+
+    monkeypatch.setattr(runner, "build_method", build)
+    cfg = resolve_config(["method=proto", "dataset=fake", "annotation=scribble", "fold=1",
+                          "episodes=3", "protocol=vrp-sam", f"results_dir={tmp_path}",
+                          "progress=false"])
+    runner.run(cfg)
+    ds = runner.plan_run(cfg).dataset
+    assert len(seen) == 3
+    for ep in seen:
+        want = load_episode(ds, ep.spec, "scribble", "vrp-sam").episode.annotations
+        harness = load_episode(ds, ep.spec, "scribble").episode.annotations
+        assert all(np.array_equal(a.raster, b.raster)
+                   for a, b in zip(ep.annotations, want, strict=True))
+        assert not all(np.array_equal(a.raster, b.raster)
+                       for a, b in zip(ep.annotations, harness, strict=True))

@@ -27,7 +27,7 @@ def test_bam_seeds_are_drawn_as_bam_does():
 @pytest.mark.parametrize("name, dataset, sampler, episodes, size", [
     ("hsnet", "pascal5i", "pair_cycle", 1000, None),
     ("hsnet", "coco20i", "class_uniform", 1000, None),
-    ("hsnet", "fss1000", "every_image", 2400, None),
+    ("hsnet", "fss1000", "every_image", 2400, 400),
     ("hsnet", "lvis92i", "round_robin", 2300, None),
     ("matcher", "coco20i", "class_uniform", 1000, 518),
     ("matcher", "lvis92i", "round_robin", 2300, 518),
@@ -41,6 +41,20 @@ def test_bam_seeds_are_drawn_as_bam_does():
 def test_family_rules_per_dataset(name, dataset, sampler, episodes, size):
     p = load_protocol(name).for_dataset(dataset)
     assert (p.sampler, p.episodes, p.scoring.size) == (sampler, episodes, size)
+
+
+def test_hsnet_scores_fss1000_on_the_400_pixel_label_as_hsnet_does():
+    """hsnet data/fss.py resizes the query label to the 400x400 input unconditionally (unlike
+    its PASCAL and COCO loaders): the preset keeps original-size scoring elsewhere but not
+    there, says so, and a command-line override still wins."""
+    hsnet = load_protocol("hsnet")
+    assert hsnet.scoring.size is None
+    fss = hsnet.for_dataset("fss1000")
+    assert (fss.scoring.size, fss.scoring.ignore) == (400, True)
+    assert fss.with_overrides({"scoring": {"size": None}}).scoring.size is None
+    for other in ("pascal5i", "coco20i", "lvis92i"):
+        assert hsnet.for_dataset(other).scoring.size is None
+    assert "FSS-1000, scored on the 400x400 label" in " ".join(hsnet.description.split())
 
 
 def test_multi_seed_presets():

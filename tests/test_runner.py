@@ -52,6 +52,34 @@ def test_results_do_not_depend_on_batch_size_or_workers(tmp_path):
     assert a["units"][0]["fbiou"] == b["units"][0]["fbiou"]
 
 
+@pytest.mark.parametrize("annotation", ["scribble", "point"])
+def test_rows_are_identical_with_zero_and_several_loader_workers(tmp_path, annotation):
+    # Weak annotations are simulated in the loader from each row's seed: the worker count
+    # (and so which process simulates an episode) must not change a single row.
+    rows = {}
+    for workers in (0, 2):
+        s = run(_cfg(tmp_path, "method=proto", "fold=[0,2]", f"annotation={annotation}",
+                     f"num_workers={workers}", "batch_size=5", f"run_id=w{workers}"))
+        assert s["num_workers"] == workers
+        run_dir = tmp_path / "results" / s["run_id"]
+        rows[workers] = ([p.read_text() for p in sorted(run_dir.glob("*/rows-rank0.jsonl"))],
+                         pd.read_csv(run_dir / "episodes.csv"))
+    assert rows[0][0] == rows[2][0] and len(rows[0][0]) == 2
+    pd.testing.assert_frame_equal(rows[0][1], rows[2][1])
+
+
+def test_num_workers_auto_is_resolved_and_recorded(tmp_path):
+    from refseg_bench.errors import ConfigError
+    from refseg_bench.loading import AUTO_WORKERS_MAX, resolve_workers
+
+    assert 1 <= resolve_workers("auto") <= AUTO_WORKERS_MAX
+    s = run(_cfg(tmp_path, "method=oracle", "fold=0", "episodes=4"))
+    assert s["num_workers"] == resolve_workers("auto")
+    for bad in ("many", "-1", "1.5", "true"):
+        with pytest.raises(ConfigError, match="num_workers"):
+            _cfg(tmp_path, f"num_workers={bad}")
+
+
 def test_killed_run_resumes_without_redoing_or_double_counting(tmp_path):
     full = run(_cfg(tmp_path, "method=oracle", "run_id=full", "fold=0", "batch_size=4"))
     Flaky.calls = 0
@@ -77,6 +105,34 @@ def test_truncated_last_row_is_redone(tmp_path):
     rows_path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:15])  # a cut write
     again = run(cfg)
     assert again["units"][0]["n_episodes"] == 24 and again["mean_miou"] == pytest.approx(100)
+    redone = rows_path.read_text().splitlines()
+    assert len(redone) == 24 and [json.loads(x)["index"] for x in redone[:23]] == \
+        [json.loads(x)["index"] for x in lines[:-1]]  # the cut row was removed, not kept
+
+
+@pytest.mark.parametrize("content,kept", [(b"", b""), (b"no newline at all", b""),
+                                          (b'{"a": 1}\n', b'{"a": 1}\n'),
+                                          (b'{"a": 1}\n{"b": 2}\n{"c"', b'{"a": 1}\n{"b": 2}\n'),
+                                          (b"x" * 50 + b"\n" + b"y" * 20, b"x" * 50 + b"\n")])
+def test_drop_cut_last_line(tmp_path, content, kept):
+    from refseg_bench.records import drop_cut_last_line
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(content)
+    assert drop_cut_last_line(path, block=7) == len(content) - len(kept)  # blocks < a line
+    assert path.read_bytes() == kept
+
+
+def test_saved_config_has_interpolations_resolved(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("REFSEG_TEST_SHOT", "2")
+    s = run(_cfg(tmp_path, "method=empty", "fold=0", "episodes=4", "run_id=i",
+                 "shot=${oc.env:REFSEG_TEST_SHOT}", "dataset_args.note=${shot}-shot"))
+    text = (tmp_path / "results" / "i" / "config.yaml").read_text()
+    assert "${" not in text
+    saved = OmegaConf.load(tmp_path / "results" / "i" / "config.yaml")
+    assert saved.shot == 2 and saved.dataset_args.note == "2-shot" and s["shot"] == 2
 
 
 def test_changed_settings_under_same_run_id_are_refused(tmp_path):
@@ -139,3 +195,26 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path, synthetic_root):
     for key in ("miou", "fbiou", "class_iou", "n_scored"):
         assert s1["units"][0][key] == s2["units"][0][key], key
     assert len(list((Path(tmp_path) / "two" / "seed0_fold0").glob("rows-rank*.jsonl"))) == 2
+
+
+@pytest.mark.gpu
+def test_pinned_episode_keeps_values_and_is_page_locked():
+    import numpy as np
+    import torch
+
+    from refseg_bench.episodes import Annotation, Episode, EpisodeSpec
+    from refseg_bench.loading import LoadedEpisode
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA (pinned memory)")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    label = (rng.random((5, 7)) < 0.5).astype(np.uint8)
+    spec = EpisodeSpec(0, 0, 1, "q", ("s",), 0)
+    ep = Episode(spec, "c", image, [image[::-1]], [Annotation("mask", raster=label > 0)],
+                 [label])
+    pinned = LoadedEpisode(spec, ep, label).pin_memory()
+    for before, after in ((image, pinned.episode.query_image), (label, pinned.label),
+                          (image[::-1], pinned.episode.support_images[0])):
+        np.testing.assert_array_equal(before, after)
+        assert torch.from_numpy(after).is_pinned()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from refseg_bench import mask_counts
+from refseg_bench import mask_counts, scorer
 from refseg_bench.scorer import Scorer, ScoringError, episode_totals
 from refseg_bench.scorer_reference import reference_episode_totals, reference_scores
 
@@ -38,19 +38,11 @@ def test_matches_numpy_reference(kind, size, ignore):
         got.numpy(), reference_episode_totals(preds, labels, size=size, ignore=ignore))
 
 
-def test_matches_reference_across_several_blocks(monkeypatch):
-    # A small block forces many blocks per batch, reusing one workspace.
-    monkeypatch.setattr(mask_counts, "_BLOCK_PIXELS", 3 * mask_counts._CHUNK)
-    preds, labels = _episodes(n=30, seed=5)
-    np.testing.assert_array_equal(episode_totals(preds, labels).numpy(),
-                                  reference_episode_totals(preds, labels))
-
-
 @pytest.mark.parametrize("size", [None, 17])
 @pytest.mark.parametrize("ignore", [True, False])
 def test_accelerator_packing_path_on_cpu(monkeypatch, size, ignore):
-    # GPUs pack with torch ops instead of NumPy views; run that path here too.
-    monkeypatch.setattr(mask_counts, "_pack_cpu", mask_counts._pack_torch)
+    # GPUs count a whole batch with torch ops instead of NumPy; run that path here too.
+    monkeypatch.setattr(scorer, "count_totals", mask_counts.count_totals_torch)
     for kind in ("prob", "half", "bool"):
         preds, labels = _episodes(n=12, seed=7, kind=kind)
         np.testing.assert_array_equal(
@@ -272,3 +264,91 @@ def test_cuda_matches_cpu():
     s = Scorer([1, 2, 3], device="cuda")
     s.update([p.cuda() for p in preds], labels, [1] * len(preds))
     assert s.inter.device.type == "cuda"
+
+
+# --- exactness of the CPU kernel in every prediction dtype --------------------------------
+
+_EDGE_F32 = [0.0, -0.0, 1.0, 0.5, float(np.nextafter(np.float32(0.5), 1, dtype=np.float32)),
+             float(np.nextafter(np.float32(0.5), 0, dtype=np.float32)), 0.3, 0.25, 0.75,
+             float(np.float32(1e-30)), float(np.nextafter(np.float32(1.0), 0, dtype=np.float32))]
+
+
+def _edge_episodes(dtype: torch.dtype, n: int = 12, seed: int = 0):
+    """Random probabilities in ``dtype`` with a third of the pixels on edge values: exactly
+    the threshold, its neighbours in the dtype, 0, -0.0, 1 and subnormals."""
+    rng = np.random.default_rng(seed)
+    edges = torch.tensor(_EDGE_F32, dtype=torch.float32).to(dtype)
+    if dtype.is_floating_point:  # the dtype's own neighbours of 0.5
+        half = torch.tensor(0.5, dtype=dtype)
+        edges = torch.cat([edges, torch.nextafter(half.float(), torch.tensor(1.0)).to(dtype)[None],
+                           (half.float() - torch.finfo(dtype).eps / 4).to(dtype)[None]])
+    preds, labels = [], []
+    for i in range(n):
+        h, w = (1, 1) if i == 0 else rng.integers(1, 70, size=2)
+        prob = torch.from_numpy(rng.random((h, w), dtype=np.float32)).to(dtype)
+        pick = torch.from_numpy(rng.random((h, w)) < 0.35)
+        prob[pick] = edges[torch.from_numpy(rng.integers(len(edges), size=int(pick.sum())))]
+        label = (rng.random((h, w)) < 0.4).astype(np.uint8)
+        label[rng.random((h, w)) < 0.15] = 255
+        preds.append(prob)
+        labels.append(torch.from_numpy(label))
+    return preds, labels
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.0, 1.0, float(np.float32(0.5) + 2 ** -24)])
+@pytest.mark.parametrize("ignore", [True, False])
+def test_cpu_kernel_exact_on_edge_values(dtype, threshold, ignore):
+    preds, labels = _edge_episodes(dtype, seed=int(threshold * 1000) + ignore)
+    for size in (None, 23):
+        got = episode_totals(preds, labels, size=size, ignore=ignore, threshold=threshold)
+        want = reference_episode_totals(preds, labels, size=size, ignore=ignore,
+                                        threshold=threshold)
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=f"size={size}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int64])
+@pytest.mark.parametrize("threshold", [0.5, 0.0, 1.0, -0.5])
+def test_cpu_kernel_exact_on_masks(dtype, threshold):
+    preds, labels = _episodes(n=10, seed=11, kind="bool")
+    preds = [p.to(dtype) for p in preds]
+    np.testing.assert_array_equal(
+        episode_totals(preds, labels, threshold=threshold).numpy(),
+        reference_episode_totals(preds, labels, threshold=threshold))
+
+
+def test_cpu_kernel_agrees_with_the_accelerator_path_on_all_dtypes():
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.bool):
+        preds, labels = _edge_episodes(torch.float32, seed=3)
+        preds = [p > 0.5 if dtype == torch.bool else p.to(dtype) for p in preds]
+        cpu = episode_totals(preds, labels)
+        torch_path = mask_counts.count_totals_torch(preds, labels, torch.device("cpu"),
+                                                    size=None, ignore=True, threshold=0.5)
+        assert torch.equal(cpu, torch_path), dtype
+
+
+def test_half_precision_negative_zero_and_out_of_range():
+    label = torch.tensor([[0, 1, 255]], dtype=torch.uint8)
+    for dtype in (torch.float16, torch.bfloat16):
+        pred = torch.tensor([[-0.0, 0.75, 0.5]], dtype=dtype)  # -0.0: sign bit set, valid
+        assert episode_totals([pred], [label]).tolist() == [[1, 1, 1, 1]]
+        for bad in (-0.25, 1.5, float("nan"), float("inf")):
+            with pytest.raises(ScoringError, match="episode 0: prediction has values"):
+                episode_totals([torch.tensor([[0.2, bad, 0.1]], dtype=dtype)], [label])
+
+
+def test_negative_zero_patch_stays_background_after_resizing():
+    pred = torch.full((6, 6), -0.0, dtype=torch.float16)
+    label = torch.zeros(6, 6, dtype=torch.uint8)
+    assert episode_totals([pred], [label], size=3).tolist() == [[0, 0, 9, 9]]
+
+
+def test_non_contiguous_and_grad_predictions():
+    preds, labels = _episodes(n=6, seed=12)
+    transposed = [p.T.contiguous().T for p in preds]  # same values, column-major strides
+    strided = [p.t() for p in transposed]
+    want = reference_episode_totals(preds, labels)
+    np.testing.assert_array_equal(episode_totals(transposed, labels).numpy(), want)
+    assert episode_totals(strided, [lab.t() for lab in labels]).shape == (6, 4)
+    grad = [p.clone().requires_grad_(True) for p in preds]
+    np.testing.assert_array_equal(episode_totals(grad, labels).numpy(), want)

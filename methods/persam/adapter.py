@@ -1,14 +1,19 @@
 """The ``persam`` and ``persam_f`` adapters (``refseg_bench.methods.base.Method``).
 
-Per episode: encode the k references and the query (through the embedding cache), turn
-each reference annotation into a mask (:mod:`.references`), pool one target embedding per
-reference and average them, then run the official PerSAM / PerSAM-F inference
-(:mod:`.cascade`). PerSAM-F first fits its two mask weights on the references
-(:mod:`.finetune`). The output is the official binary mask, as 0./1. float32.
+Per episode: the reference stage encodes the k references (through the embedding cache),
+turns each reference annotation into a mask (:mod:`.references`), pools one target
+embedding per reference and averages them; PerSAM-F then fits its two mask weights on the
+references (:mod:`.finetune`). That stage depends only on the references, so its result
+is kept in a reference cache keyed by their content: like the official scripts, which
+prepare each object once and test all its targets, an episode with known references goes
+straight to the query. Then the query is encoded and the official PerSAM / PerSAM-F
+inference runs (:mod:`.cascade`). The output is the official binary mask, handed over as a bool mask
+(one byte per pixel for the scorer to read, no threshold to apply).
 """
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar
 
 import numpy as np
@@ -44,12 +49,18 @@ class _PerSAMBase(Method):
         self.sam = None
 
     def setup(self, device: torch.device, dataset=None) -> None:
-        from refseg_bench.models.cache import EmbeddingCache
+        from refseg_bench.models.cache import EmbeddingCache, weights_fingerprint
+        from refseg_bench.models.reference_cache import ReferenceCache
 
         self.device = torch.device(device)
         self.choice, self.spec = choose_sam(self.opts, self.name)
         self.sam = build_spec(self.spec, self.device, self.opts.random_seed)
         self.cache = EmbeddingCache(max_bytes=self.opts.cache_mb << 20)
+        self.reference_cache = ReferenceCache(max_bytes=self.opts.reference_cache_mb << 20)
+        # Everything the reference stage depends on besides the references themselves.
+        self._state = json.dumps({"method": self.name, "options": self.options,
+                                  "sam": weights_fingerprint(self.sam),
+                                  "device": str(self.device)}, sort_keys=True, default=str)
 
     def describe(self) -> dict:
         from refseg_bench.models.provenance import weights_info
@@ -69,7 +80,7 @@ class _PerSAMBase(Method):
     # ---- encoding -------------------------------------------------------------------
     def encode(self, images: list[np.ndarray]) -> list[ImageState]:
         """Encode ``images`` (each (H, W, 3) uint8) through the cache, at most
-        ``encoder_batch`` per encoder forward."""
+        ``encoder_batch`` per encoder forward (an image met twice is encoded once)."""
         from refseg_bench.models.cache import EncoderId
         from refseg_bench.models.sam import encode_sam_images
 
@@ -102,10 +113,39 @@ class _PerSAMBase(Method):
     def pool(fg: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def encode_ahead(self, batch: EpisodeBatch) -> None:
+        """Encode the batch's images into the embedding cache, ``encoder_batch`` per
+        forward across episodes: every query, and the references of episodes whose
+        reference stage is not cached yet. (With ``encoder_batch: 1`` each image is encoded
+        alone anyway, when first needed.)"""
+        images = [ep.query_image for ep in batch]
+        for ep in batch:
+            if self._reference_key(ep) not in self.reference_cache:
+                images += ep.support_images
+        self.encode(images)
+
+    def _reference_key(self, episode: Episode) -> str:
+        return self.reference_cache.key(f"{self.name}/reference", self._state,
+                                        episode.support_images, episode.annotations)
+
+    def reference_stage(self, episode: Episode) -> dict:
+        """The query-independent part of an episode (cached by reference content):
+        ``target`` (C,) and, for PerSAM-F, ``weights`` (3,) and ``losses`` (iterations,)."""
+        return self.reference_cache.get_or_compute(
+            self._reference_key(episode), lambda: self.prepare_references(episode))
+
+    def prepare_references(self, episode: Episode) -> dict:
+        refs = self.encode(episode.support_images)
+        return {"target": self.target_embedding(refs, self.reference_masks(refs, episode))}
+
     # ---- prediction -----------------------------------------------------------------
     @torch.no_grad()
     def predict(self, batch: EpisodeBatch) -> list[Tensor]:
-        return [self.predict_episode(ep).mask.float() for ep in batch]
+        if self.sam is None:
+            raise RuntimeError(f"{self.name}: call setup(device, dataset) before predict()")
+        if self.opts.encoder_batch > 1:
+            self.encode_ahead(batch)
+        return [self.predict_episode(ep).mask for ep in batch]
 
     def predict_episode(self, episode: Episode) -> cascade.Segmentation:
         raise NotImplementedError
@@ -119,8 +159,8 @@ class PerSAM(_PerSAMBase):
     pool = staticmethod(prior.mean_embedding)
 
     def predict_episode(self, episode: Episode) -> cascade.Segmentation:
-        *refs, query = self.encode([*episode.support_images, episode.query_image])
-        target = self.target_embedding(refs, self.reference_masks(refs, episode))
+        target = self.reference_stage(episode)["target"]
+        query = self.encode([episode.query_image])[0]
         return cascade.persam_segment(self.sam, query, target)
 
 
@@ -156,9 +196,15 @@ class PerSAMF(_PerSAMBase):
             return finetune.fit_mask_weights(logits, targets, o.train_iters, o.lr, o.eps,
                                              o.weight_decay)
 
-    def predict_episode(self, episode: Episode) -> cascade.Segmentation:
-        *refs, query = self.encode([*episode.support_images, episode.query_image])
+    def prepare_references(self, episode: Episode) -> dict:
+        refs = self.encode(episode.support_images)
         masks = self.reference_masks(refs, episode)
         target = self.target_embedding(refs, masks)
-        self.last_fit = self.fit_weights(refs, masks, target)
-        return cascade.persam_f_segment(self.sam, query, target, self.last_fit.weights)
+        fit = self.fit_weights(refs, masks, target)
+        return {"target": target, "weights": fit.weights, "losses": torch.tensor(fit.losses)}
+
+    def predict_episode(self, episode: Episode) -> cascade.Segmentation:
+        ref = self.reference_stage(episode)
+        self.last_fit = finetune.FitResult(ref["weights"], ref["losses"].tolist())
+        query = self.encode([episode.query_image])[0]
+        return cascade.persam_f_segment(self.sam, query, ref["target"], ref["weights"])

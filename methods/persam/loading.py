@@ -42,7 +42,9 @@ class PerSAMOptions:
     """``random_seed``: random weights; ``reference_mask_value``: the red value a reference
     mask is drawn with before SAM's preprocessing (PerSeg's 128), which sets which feature
     cells count as foreground; ``encoder_batch``: images per encoder forward (1 = one at a
-    time, as the official code); ``cache_mb``: embedding cache size (MiB)."""
+    time, as the official code); ``cache_mb``: embedding cache size (MiB);
+    ``reference_cache_mb``: cache of the reference stage (target embedding, PerSAM-F's
+    fitted weights) by reference content (MiB; 0 = recompute for every episode)."""
 
     size: str = "auto"
     presets: dict = field(default_factory=lambda: dict(DEFAULT_PRESETS))
@@ -51,8 +53,11 @@ class PerSAMOptions:
     reference_mask_value: int = PERSEG_FOREGROUND
     encoder_batch: int = 1
     cache_mb: int = 2048
+    reference_cache_mb: int = 64
 
     def __post_init__(self) -> None:
+        if self.reference_cache_mb < 0:
+            raise ValueError(f"reference_cache_mb must be >= 0, got {self.reference_cache_mb}")
         if not 0 < self.reference_mask_value < 256:
             raise ValueError(f"reference_mask_value must be in 1..255, got "
                              f"{self.reference_mask_value}")

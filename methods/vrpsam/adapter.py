@@ -7,6 +7,12 @@ missing). ``predict`` never looks at episode fields to choose weights.
 
 k-shot: each support gives its own 50 tokens; the k prompt sets are concatenated into one
 sparse prompt of 50 k tokens (the official ``predict_mask_nshot``). Training is 1-shot.
+
+A support's frozen backbone features depend on nothing but the support image, its
+annotation and the backbone, so at evaluation they are kept in a reference cache keyed by
+that content (``support_cache_mb``; 0 turns it off): the supports of a batch not seen
+before go through the backbone together, once each, like the query embeddings through the
+embedding cache.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ class VRPSAM(Method):
         self._initial_state: dict | None = None
         self._active: tuple[int, str] | None = None
         self.loaded: dict[int, fold_weights.FoldWeights] = {}
+        self.support_cache = None
+        self._support_state: str | None = None
 
     # --- set-up ---------------------------------------------------------------------------
     def setup(self, device: torch.device, dataset) -> None:
@@ -48,10 +56,13 @@ class VRPSAM(Method):
 
         super().setup(device, dataset)
         self.dataset = dataset
+        from refseg_bench.models.reference_cache import ReferenceCache
+
         if self.net is None or self.net.device != torch.device(device):
             say("vrpsam", f"{self.size} preset ({self.size_reason})")
             self.net = build_net(self.preset.model, torch.device(device))
             self._initial_state = copy.deepcopy(self.net.encoder.state_dict())
+        self.support_cache = ReferenceCache(max_bytes=self.opts.support_cache_mb << 20)
         self._active = None
 
     def _require_setup(self) -> None:
@@ -124,6 +135,45 @@ class VRPSAM(Method):
                                    device=self.net.device)))
         enc.eval()
         self._active = (fold, annotation)
+        self._support_state = self._backbone_state()
+
+    def _backbone_state(self) -> str:
+        """What a support's frozen features depend on besides the support itself: the
+        backbone weights (a checkpoint may carry its own), input size and device."""
+        from torch import nn
+
+        from refseg_bench.methods.vrpsam.encoder import BACKBONE_LAYERS
+        from refseg_bench.models.cache import weights_fingerprint
+
+        enc = self.net.encoder
+        backbone = nn.ModuleList([getattr(enc, name) for name in BACKBONE_LAYERS])
+        return f"{weights_fingerprint(backbone)}|{self.net.image_size}|{self.net.device}"
+
+    def support_features(self, episodes, tensors) -> list:
+        """Per shot, the batch's :class:`SupportFeatures`: supports seen before come from
+        the support cache, the others are computed in one backbone pass (each distinct
+        support once) and cached."""
+        from refseg_bench.methods.vrpsam.encoder import SupportFeatures
+
+        cache, k = self.support_cache, tensors.supports.shape[1]
+        keys = [[cache.key("vrpsam/support", self._support_state, [ep.support_images[i]],
+                           [ep.annotations[i]]) for i in range(k)] for ep in episodes]
+        unique = dict.fromkeys(key for row in keys for key in row)
+        found = {key: value for key in unique if (value := cache.lookup(key)) is not None}
+        todo = {}  # key -> (episode, shot) of its first occurrence
+        for b, row in enumerate(keys):
+            for i, key in enumerate(row):
+                if key not in found and key not in todo:
+                    todo[key] = (b, i)
+        if todo:
+            where = list(todo.values())
+            fresh = self.net.encoder.support_features(
+                torch.stack([tensors.supports[b, i] for b, i in where]),
+                torch.stack([tensors.masks[b, i] for b, i in where]))
+            for j, key in enumerate(todo):
+                found[key] = cache.put(key, {name: t[j:j + 1] for name, t in
+                                             fresh.as_dict().items()})
+        return [SupportFeatures.cat([found[row[i]] for row in keys]) for i in range(k)]
 
     # --- inference ------------------------------------------------------------------------
     def predict(self, batch) -> list[torch.Tensor]:
@@ -137,7 +187,8 @@ class VRPSAM(Method):
         for start in range(0, len(batch), step):
             episodes = batch.episodes[start:start + step]
             tensors = episode_tensors(episodes, self.net.image_size).to(self.net.device)
-            logits = self.net.logits(tensors, [e.query_image for e in episodes])
+            logits = self.net.logits(tensors, [e.query_image for e in episodes],
+                                     self.support_features(episodes, tensors))
             for logit, size in zip(logits, tensors.sizes, strict=True):
                 out.append(logits_to_size(logit[None], size)[0, 0].sigmoid())
         return out

@@ -10,15 +10,21 @@ from refseg_bench.methods.vrpsam.settings import ModelSpec
 
 
 def backbone_channels(backbone: torch.nn.Module) -> BackboneChannels:
-    """Channels of layer2 .. layer4, read from one pass over a small blank image (so any
-    width of ResNet v2 or VGG works without a table)."""
-    x = torch.zeros(1, 3, 64, 64, device=next(backbone.parameters()).device)
+    """Channels of layer2 .. layer4: the width of each layer's last batch norm (or, without
+    one, its last convolution), read from the modules without running them (a probe
+    forward of ResNet-50 costs seconds on a busy CPU). Any width of ResNet v2 or VGG works
+    without a table; ``tests/methods/test_vrpsam_encoder.py`` checks this against a
+    forward pass."""
     channels = []
-    with torch.no_grad():
-        for name in ("layer0", "layer1", "layer2", "layer3", "layer4"):
-            x = getattr(backbone, name)(x)
-            channels.append(x.shape[1])
-    return BackboneChannels(*channels[2:])
+    for name in ("layer2", "layer3", "layer4"):
+        widths = [m.num_features if isinstance(m, torch.nn.BatchNorm2d) else m.out_channels
+                  for m in getattr(backbone, name).modules()
+                  if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Conv2d))]
+        if not widths:
+            raise ValueError(f"backbone {name} has no convolution or batch norm to read "
+                             "its width from")
+        channels.append(widths[-1])
+    return BackboneChannels(*channels)
 
 
 def build_backbone(spec: ModelSpec, device: torch.device):

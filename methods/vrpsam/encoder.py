@@ -48,6 +48,26 @@ class BackboneChannels:
 
 
 @dataclass
+class SupportFeatures:
+    """The frozen backbone's view of supports, independent of any query (cacheable):
+    ``mid``: ``(B, C2 + C3, h, w)``; ``mask``: ``(B, 1, h, w)`` float 0/1 (the annotation
+    nearest-resized to the grid); ``high``: ``(B, C4, h, w)``, layer4 of ``layer3 * mask``."""
+
+    mid: torch.Tensor
+    mask: torch.Tensor
+    high: torch.Tensor
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {"mid": self.mid, "mask": self.mask, "high": self.high}
+
+    @classmethod
+    def cat(cls, parts: list[SupportFeatures | dict]) -> SupportFeatures:
+        """Concatenate along the batch (parts may be ``as_dict`` dicts)."""
+        parts = [p if isinstance(p, dict) else p.as_dict() for p in parts]
+        return cls(**{k: torch.cat([p[k] for p in parts]) for k in ("mid", "mask", "high")})
+
+
+@dataclass
 class FrozenFeatures:
     """Backbone outputs for a batch of (query, support) pairs, computed without gradient.
 
@@ -143,22 +163,32 @@ class VRPEncoder(nn.Module):
 
     # --- forward ------------------------------------------------------------------------
     @torch.no_grad()
+    def support_features(self, support: torch.Tensor, support_mask: torch.Tensor
+                         ) -> SupportFeatures:
+        """``support``: ``(B, 3, S, S)`` ImageNet-normalised images; ``support_mask``:
+        ``(B, S, S)`` 0/1 annotation raster. See :class:`SupportFeatures`."""
+        s = self._stages(support, stop=3)
+        mask = F.interpolate(support_mask[:, None].float(), size=s[3].shape[-2:],
+                             mode="nearest")
+        return SupportFeatures(self._mid(s[2], s[3]), mask, self.layer4(s[3] * mask))
+
+    @torch.no_grad()
     def frozen_features(self, query: torch.Tensor, support: torch.Tensor,
-                        support_mask: torch.Tensor, query_stages: list | None = None
-                        ) -> FrozenFeatures:
+                        support_mask: torch.Tensor, query_stages: list | None = None,
+                        support_feats: SupportFeatures | None = None) -> FrozenFeatures:
         """``query``/``support``: ``(B, 3, S, S)`` ImageNet-normalised images;
         ``support_mask``: ``(B, S, S)`` 0/1 annotation raster. See :class:`FrozenFeatures`.
-        ``query_stages``: the query's layer0..layer4 outputs when already computed (k-shot)."""
+        ``query_stages``: the query's layer0..layer4 outputs when already computed (k-shot);
+        ``support_feats``: the supports' features when already computed (cached)."""
         q = query_stages if query_stages is not None else self._stages(query)
-        s = self._stages(support, stop=3)
-        grid = s[3].shape[-2:]
-        mask = F.interpolate(support_mask[:, None].float(), size=grid, mode="nearest")
-        support_high = self.layer4(s[3] * mask)
+        s = support_feats if support_feats is not None else \
+            self.support_features(support, support_mask)
+        grid = s.mid.shape[-2:]
         return FrozenFeatures(
             query_mid=self._mid(q[2], q[3]),
-            support_mid=self._mid(s[2], s[3]),
-            mask=mask,
-            pseudo=self._to_grid(pseudo_mask(support_high, q[4], mask), grid),
+            support_mid=s.mid,
+            mask=s.mask,
+            pseudo=self._to_grid(pseudo_mask(s.high, q[4], s.mask), grid),
         )
 
     def _stages(self, x: torch.Tensor, stop: int = 4) -> list[torch.Tensor]:
@@ -194,14 +224,17 @@ class VRPEncoder(nn.Module):
         tokens (``encode_shots``)."""
         return self.prompts_from_features(self.frozen_features(query, support, support_mask))
 
-    def encode_shots(self, query: torch.Tensor, supports: torch.Tensor, masks: torch.Tensor
-                     ) -> torch.Tensor:
+    def encode_shots(self, query: torch.Tensor, supports: torch.Tensor, masks: torch.Tensor,
+                     support_feats: list[SupportFeatures] | None = None) -> torch.Tensor:
         """k-shot: ``supports`` ``(B, k, 3, S, S)``, ``masks`` ``(B, k, S, S)`` ->
         ``(B, k * num_queries, hidden_dim)``, the prompt sets of each support concatenated
-        in support order (the official ``predict_mask_nshot``)."""
+        in support order (the official ``predict_mask_nshot``). ``support_feats``: per
+        shot, the supports' features when already computed."""
         with torch.no_grad():
             q = self._stages(query)  # once for all k supports
         sets = [self.prompts_from_features(
-                    self.frozen_features(query, supports[:, i], masks[:, i], query_stages=q))
+                    self.frozen_features(query, supports[:, i], masks[:, i], query_stages=q,
+                                         support_feats=support_feats[i]
+                                         if support_feats is not None else None))
                 for i in range(supports.shape[1])]
         return torch.cat(sets, dim=1)

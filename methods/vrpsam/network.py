@@ -60,11 +60,13 @@ class VRPSAMNet:
             out = out.clone()
         return out.to(self.device)
 
-    def logits(self, batch: EpisodeTensors, images: Sequence[np.ndarray] | None = None
-               ) -> torch.Tensor:
+    def logits(self, batch: EpisodeTensors, images: Sequence[np.ndarray] | None = None,
+               support_feats: list | None = None) -> torch.Tensor:
         """Mask logits ``(B, 1, S, S)`` at the encoder input size (the loss resolution);
-        ``images``: the raw query images, to use the embedding cache."""
-        prompts = self.encoder.encode_shots(batch.query, batch.supports, batch.masks)
+        ``images``: the raw query images, to use the embedding cache; ``support_feats``:
+        per shot, the supports' frozen features when already computed."""
+        prompts = self.encoder.encode_shots(batch.query, batch.supports, batch.masks,
+                                            support_feats)
         low = decode_masks(self.sam, self.embeddings(batch.query, images),
                            prompts * self.prompt_scale)
         return logits_to_size(low * self.logit_scale, (self.image_size, self.image_size))

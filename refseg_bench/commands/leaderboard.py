@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+SETTINGS = {"results_dir": "where run records are [results]",
+            "dataset": "only rows of this dataset in the printed table"}
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("leaderboard", help="build leaderboards from run records",
-                       description="Build results/leaderboard.csv and results/leaderboard.md "
-                       "from results/*/summary.json (never reruns a model) and print it.")
-    p.add_argument("--results-dir", default="results", help="where run records are [results]")
-    p.add_argument("--dataset", help="only rows of this dataset in the printed table")
+                       description="Build <results_dir>/leaderboard.csv and leaderboard.md "
+                       "from <results_dir>/*/summary.json (never reruns a model) and print "
+                       "it. Settings as for `run`: "
+                       + "; ".join(f"{k}=... {v}" for k, v in SETTINGS.items()) + ".")
+    p.add_argument("settings", nargs="*", metavar="key=value",
+                   help="results_dir=PATH, dataset=NAME")
+    p.add_argument("--results-dir", help="the same as results_dir=PATH")
+    p.add_argument("--dataset", help="the same as dataset=NAME")
     p.set_defaults(func=run)
+
+
+def parse_settings(args) -> dict[str, str | None]:
+    """``key=value`` settings merged with their ``--option`` spellings (which must agree)."""
+    from refseg_bench.errors import ConfigError
+
+    out: dict[str, str | None] = {"results_dir": args.results_dir, "dataset": args.dataset}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep or key not in SETTINGS:
+            raise ConfigError(f"leaderboard takes {', '.join(k + '=...' for k in SETTINGS)}; "
+                              f"got {item!r}")
+        if out[key] not in (None, value):
+            raise ConfigError(f"{key} is given twice with different values: {out[key]!r} "
+                              f"and {value!r}")
+        out[key] = value
+    out["results_dir"] = out["results_dir"] or "results"
+    return out
 
 
 def run(args) -> int:
@@ -22,7 +47,9 @@ def run(args) -> int:
 
     from refseg_bench.leaderboard import write
 
-    df = write(Path(args.results_dir))
+    settings = parse_settings(args)
+    args.results_dir, args.dataset = settings["results_dir"], settings["dataset"]
+    df = write(Path(args.results_dir).expanduser())
     console = Console(width=None if sys.stdout.isatty() else 160)
     if df.empty:
         console.print(f"no finished runs under {args.results_dir}/; run `refseg-bench run` first")

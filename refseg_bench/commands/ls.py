@@ -26,10 +26,30 @@ def run(args) -> int:
         table.add_column("name", style="bold")
         table.add_column("description")
         if kind == "protocols":
+            table.add_column("exact replay (protocol_args.exact=true)")
             for name in protocol_names():
-                table.add_row(name, load_protocol(name).description)
+                p = load_protocol(name)
+                table.add_row(name, p.description, replay_summary(p))
         else:
             for e in (METHODS if kind == "methods" else DATASETS).entries():
                 table.add_row(e.name, e.summary)
         console.print(table)
     return 0
+
+
+def replay_summary(protocol) -> str:
+    """Where the preset can replay the official episodes, and where it cannot and why."""
+    from refseg_bench.replay import coverage
+
+    covered, impossible, caveats = coverage(protocol.replay)
+    if not covered and not impossible:
+        return "none: episodes follow the rules only"
+    lines = [f"{', '.join(covered)} ({protocol.replay['code']} loaders)"]
+    lines += [f"not {ds}: {why}" for ds, why in impossible.items()]
+    lines += list(caveats)
+    if protocol.replay.get("note"):
+        lines.append(protocol.replay["note"])
+    for ds, over in protocol.dataset_overrides.items():
+        if (over.get("replay") or {}).get("note"):
+            lines.append(f"{ds}: {over['replay']['note']}")
+    return "\n".join(lines)

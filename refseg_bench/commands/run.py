@@ -8,17 +8,29 @@ Settings (key=value, OmegaConf dotlist; defaults from configs/run.yaml):
   dataset=NAME        dataset (refseg-bench ls datasets)                   [synthetic]
   protocol=NAME       sampling/scoring preset (refseg-bench ls protocols)  [the dataset's]
   fold=all|N|[0,2]    folds to run                                         [all]
+  split=NAME          val | test | train: the split episodes come from     [the dataset's]
   shot=K              reference images per episode                         [1]
   annotation=KIND     mask | box | point | scribble                        [mask]
   episodes=N          episodes per fold                                    [the protocol's]
   seed=S              sampling seed                                        [the protocol's]
-  batch_size=B num_workers=W device=auto|cpu|cuda   speed only, never the numbers
-  save_predictions=true   also write one PNG per episode at original size
-  overwrite=true      discard an existing record of the same run and start again
+  data_root=PATH      where datasets live, <data_root>/<name>  [$REFSEG_BENCH_DATA, else
+                      ~/.cache/refseg-bench/data]
+  results_dir=PATH    where run records are written                        [results]
+  run_id=NAME         name of the record, <results_dir>/<run_id>; letters, digits, . _ -
+                      [derived from the settings that change numbers, so a rerun resumes]
+  overwrite=true      discard the existing record of this run id and start again [false]
+  save_predictions=true   also write one PNG per episode at original size  [false]
+  progress=false      no progress bar                                      [true]
+  batch_size=B num_workers=W|auto device=auto|cpu|cuda|cuda:N|mps
+                      speed only, never the numbers                 [8 auto auto]
   method_args.X=... dataset_args.X=... protocol_args.X=...   per-component options
+                      (configs/methods/, configs/datasets/, configs/protocols/)
+  protocol_args.exact=true   the official test loader's own episodes, replayed (where the
+                      preset has a replay: refseg-bench ls protocols; docs/exact-episodes.md)
 
-A rerun of the same settings resumes where the last one stopped. Under torchrun the
-episodes are sharded across ranks and the totals summed.
+A rerun of the same settings resumes where the last one stopped (one process at a time
+per run id). Under torchrun the episodes are sharded across ranks and the totals summed.
+Exit status: 0 done, 2 bad setting, 130 interrupted (rerun to resume), 74 I/O fault.
 """
 
 

@@ -1,7 +1,9 @@
 """Checkpoint catalogue, hashing and strict loading.
 
 The catalogue (``configs/checkpoints.yaml``) names every official weight file the methods
-need: URL, file name, sha256 (null where no source publishes one), size and licence.
+need: URL, file name, sha256 (null where no source publishes one), size and licence. An
+entry may instead name a *folder* of several files (a diffusers model folder): then it
+lists each file with its own sha256 and size (:mod:`refseg_bench.models.folders`).
 Loading always uses ``torch.load(weights_only=True)`` and strict keys; every failure is a
 :class:`~refseg_bench.errors.CheckpointError` that says what was expected, what was found
 and what to do. Downloading lives in :mod:`refseg_bench.models.download`; :func:`fetch` is
@@ -32,6 +34,16 @@ _HASH_CHUNK = 1 << 22  # 4 MiB reads: hashing a 2.5 GB file stays I/O bound
 
 
 @dataclass(frozen=True)
+class CatalogueFile:
+    """One file of a folder entry: ``path`` relative to the folder (``/``-separated),
+    ``sha256`` (None when not published) and ``size`` in bytes (None when unknown)."""
+
+    path: str
+    sha256: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
 class CatalogueEntry:
     """One official checkpoint file.
 
@@ -40,6 +52,10 @@ class CatalogueEntry:
     ``state_dict_key`` names the entry holding the weights inside the file (SAM 2 files
     store them under ``"model"``), None when the file is the state dict itself.
     ``direct_download`` is False when ``url`` is a web page or folder to fetch by hand.
+
+    A folder entry has ``files``: ``file_name`` is then the folder's name in the checkpoint
+    directory, ``url`` the base URL each file's ``path`` is appended to, and the top-level
+    ``sha256`` and ``size`` are None (each file carries its own).
     """
 
     name: str
@@ -54,6 +70,11 @@ class CatalogueEntry:
     state_dict_key: str | None = None
     direct_download: bool = True
     notes: str = ""
+    files: tuple[CatalogueFile, ...] = ()
+
+    @property
+    def is_folder(self) -> bool:
+        return bool(self.files)
 
 
 @lru_cache(maxsize=1)
@@ -69,8 +90,25 @@ def catalogue() -> dict[str, CatalogueEntry]:
         extra = set(body) - known
         if extra:
             raise ValueError(f"checkpoints.yaml entry {name!r} has unknown keys {sorted(extra)}")
-        out[name] = CatalogueEntry(name=name, **body)
+        out[name] = CatalogueEntry(name=name, **{**body, "files": _files(name, body)})
     return out
+
+
+def _files(name: str, body: dict) -> tuple[CatalogueFile, ...]:
+    """The ``files`` mapping (path -> {sha256, size}) of a folder entry, checked."""
+    files = body.get("files") or {}
+    known = {f.name for f in fields(CatalogueFile)} - {"path"}
+    out = []
+    for path, spec in files.items():
+        spec = spec or {}
+        if set(spec) - known:
+            raise ValueError(f"checkpoints.yaml entry {name!r}, file {path!r}: unknown keys "
+                             f"{sorted(set(spec) - known)} (expected {sorted(known)})")
+        out.append(CatalogueFile(path=path, **spec))
+    if out and (body.get("sha256") is not None or body.get("size") is not None):
+        raise ValueError(f"checkpoints.yaml folder entry {name!r} lists files: its top-level "
+                         "sha256 and size must be null (each file has its own)")
+    return tuple(out)
 
 
 def catalogue_entry(name: str) -> CatalogueEntry:
@@ -297,11 +335,16 @@ def fetch(name: str, dest_dir: str | Path | None = None, url_override: str | Non
           *, progress: bool = True) -> Path:
     """Download catalogue checkpoint ``name`` into ``dest_dir`` (default
     :func:`checkpoint_dir`), resuming a ``.part`` file and checking the sha256; returns the
-    final path. See :func:`refseg_bench.models.download.download`."""
+    final path (a folder entry: every listed file, then the folder's path). See
+    :func:`refseg_bench.models.download.download`."""
     from refseg_bench.models.download import download
 
     entry = catalogue_entry(name)
     dest = Path(dest_dir).expanduser() if dest_dir is not None else checkpoint_dir()
+    if entry.is_folder:
+        from refseg_bench.models.folders import fetch_folder
+
+        return fetch_folder(entry, dest, url_override, progress=progress)
     if not entry.direct_download and url_override is None:
         raise CheckpointError(
             f"{name} cannot be downloaded automatically: {entry.url} is not a direct file link. "

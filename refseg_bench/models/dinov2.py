@@ -44,17 +44,29 @@ DINOV2_SPECS = {
 }
 
 
+ATTENTION_KINDS = ("sdpa", "explicit")
+
+
 class Attention(nn.Module):
+    """Multi-head self-attention. ``kind`` picks the arithmetic: ``sdpa`` (fused kernel) or
+    ``explicit`` (``softmax((q * scale) @ k^T) @ v`` step by step: the official DINOv2 code
+    without xFormers, bit for bit). Both compute the same function; their roundings differ."""
+
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
+        self.kind = "sdpa"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(head_dim)) v
+        if self.kind == "explicit":
+            attn = ((q * (d // self.heads) ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+            out = attn @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(head_dim)) v
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -166,6 +178,14 @@ class DinoV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)["x_norm_clstoken"]
+
+    def set_attention(self, kind: str) -> DinoV2:
+        """Use ``kind`` (``sdpa`` | ``explicit``, see :class:`Attention`) in every block."""
+        if kind not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}; got {kind!r}")
+        for block in self.blocks:
+            block.attn.kind = kind
+        return self
 
 
 def build_dinov2(variant: str, checkpoint: str | Path | None = None,

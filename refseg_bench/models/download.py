@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import nullcontext
 from pathlib import Path
@@ -113,18 +114,32 @@ def download(
         offset = 0
     try:
         response = _open(url, offset, timeout)
-        if response is not None:
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+        raise _network_error(url, err, part, connected=False) from err
+    if response is not None:
+        try:
             with response:
                 _stream(response, part, offset, progress, dest.name)
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-        kept = part.stat().st_size if part.exists() else 0
-        raise CheckpointError(
-            f"downloading {url} was interrupted ({err}); {kept} bytes are kept in {part}. "
-            "Run the same command again to resume."
-        ) from err
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            raise _network_error(url, err, part, connected=True) from err
     _verify_part(part, dest, expected_sha256, expected_size)
     part.replace(dest)
     return dest
+
+
+def _network_error(url: str, err: OSError, part: Path, *, connected: bool) -> CheckpointError:
+    """What happened, in the user's terms: no connection at all (DNS, refused, timeout), or
+    a transfer cut midway; and what is kept on disk, only if something is."""
+    reason = getattr(err, "reason", None) or err
+    host = urllib.parse.urlsplit(url).hostname
+    kept = part.stat().st_size if part.exists() else 0
+    on_disk = (f"{kept} bytes already downloaded are kept in {part}; run the same command "
+               "again to resume." if kept else "Nothing was written.")
+    if not connected:
+        return CheckpointError(
+            f"cannot connect to {host} to download {url} ({reason}). Check the network "
+            f"connection and the host name, or pass --url to use a mirror. {on_disk}")
+    return CheckpointError(f"downloading {url} was interrupted ({reason}). {on_disk}")
 
 
 def _verify_part(part: Path, dest: Path, expected_sha256: str | None,

@@ -48,6 +48,9 @@ SAM_SPECS: dict[str, SamSpec] = {
     # Global attention at block 1 so the windowed path and the global path both run.
     "tiny": SamSpec(64, 2, 2, (1,), prompt_dim=64, decoder_mlp_dim=128, decoder_heads=2,
                     iou_hidden_dim=64, mask_in_chans=8),
+    # The tiny encoder with the official 256-d prompt encoder and decoder: for CPU checks of
+    # methods whose own modules are built for SAM's 256-d prompts (VRP-SAM's encoder).
+    "tiny256": SamSpec(64, 2, 2, (1,)),
 }
 
 

@@ -6,7 +6,7 @@ as data (image size, tiny test trunk, predictor options) and instantiated. Impor
 ``sam2`` still initialises Hydra's global config search path once (its ``__init__`` does
 that); nothing here adds to it.
 
-CPU pitfalls handled (ENVIRONMENT.md): the device defaults to ``cpu`` rather than
+CPU pitfalls handled (docs/environment.md §3): the device defaults to ``cpu`` rather than
 ``cuda``; the video predictor's hole filling, which needs the CUDA extension, is off
 (``fill_hole_area = 0``, set after building because the post-processing override would
 set it to 8); ``vos_optimized`` (torch.compile) is never used; the image predictor's

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import torch
 
 from refseg_bench.datasets.base import FoldedDataset
 from refseg_bench.episodes import Episode, EpisodeSpec
-from refseg_bench.loading import EpisodeDataset, collate
+from refseg_bench.loading import episode_loader
 from refseg_bench.protocols import Protocol
 from refseg_bench.sampler import sample_episodes
 
@@ -53,9 +52,8 @@ def iter_batches(dataset: FoldedDataset, specs: list[EpisodeSpec], annotation: s
     ``specs`` order. ``num_workers`` loader processes decode in parallel; every episode is
     fixed by its spec, so the worker count never changes what is trained on. Episodes whose
     support cannot be annotated (no foreground) are dropped."""
-    loader = torch.utils.data.DataLoader(
-        EpisodeDataset(dataset, list(specs), annotation, support_labels=True),
-        batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    loader = episode_loader(dataset, list(specs), annotation, batch_size=batch_size,
+                            num_workers=num_workers, support_labels=True)
     for batch in loader:
         kept = [le for le in batch if le.episode is not None]
         if kept:

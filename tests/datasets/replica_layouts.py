@@ -150,12 +150,76 @@ def coco_categories() -> list[dict]:
 
 
 COCO_SIZE = (80, 100)
+# Objects beside the primary one (the image's class as a big polygon), keyed by (k % 4, j)
+# for image j of class k; "other" is class k % 80 + 1. (kind, box): boxes are (y0, x0, y1,
+# x1); kinds: poly, crowd (uncompressed RLE, iscrowd=1), rle (compressed RLE), poly2 (one
+# annotation of two polygons), first (a polygon written *before* the primary one but with
+# a larger annotation id). Areas are chosen so the overlap rule decides the 2048-pixel
+# rule: rendered, ignore and union give different lists.
+COCO_EXTRAS = {
+    (0, 1): [("crowd", (50, 50, 75, 95))],  # 1125 px crowd region
+    (1, 1): [("rle", (40, 40, 80, 100))],  # overlaps the primary by 125 px, drawn later
+    (2, 2): [("poly", (20, 40, 70, 90))],  # 2500 px drawn over 625 px of the primary
+    (3, 2): [("first", (20, 40, 70, 90))],  # the same, but drawn first: the primary wins
+    (3, 3): [("crowd", (48, 0, 80, 100))],  # 3200 px crowd region, no overlap
+    (0, 3): [("poly2", (50, 5, 75, 45)), ("poly2", (50, 50, 75, 95))],  # 1000 + 1125 px
+}
+
+
+def _coco_objects(k: int, j: int) -> list[tuple[int, tuple, str]]:
+    """``(class, box, kind)`` of image j of class k, in file order."""
+    other = (k % 80) + 1
+    objs = [(k, (5, 5, 45, 65), "poly")]
+    extras = [(other, box, kind) for kind, box in COCO_EXTRAS.get((k % 4, j), [])]
+    if j == 0 and k % 3 == 0:
+        extras.append((other, (60, 70, 75, 85), "poly"))  # small
+    if extras and extras[0][2] == "first":
+        return extras + objs
+    return objs + extras
+
+
+def _coco_annotation(ann_id: int, img_id: int, cat: dict, objs: list, kind: str) -> dict:
+    """One annotation covering the boxes ``objs`` (several only for poly2)."""
+    h, w = COCO_SIZE
+    plane = np.zeros((h, w), np.uint8)
+    for y0, x0, y1, x1 in objs:
+        plane[y0:y1, x0:x1] = 1
+    if kind in ("poly", "first", "poly2"):
+        segm = [p for box in objs for p in rect_polygon(*box)]
+    else:
+        segm = rle_of(plane, compressed=kind == "rle")
+    y0, x0, y1, x1 = objs[0]
+    return {"id": ann_id, "image_id": img_id, "category_id": cat["id"], "segmentation": segm,
+            "area": float(plane.sum()), "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "iscrowd": int(kind == "crowd")}
+
+
+def _coco_image_annotations(img_id: int, objs: list, first_id: int, cats: list
+                            ) -> tuple[list[dict], np.ndarray]:
+    """The image's annotations in file order and its label plane rendered as the official
+    COCO-20i PNGs are: non-crowd instances painted in file order, crowd left at 0."""
+    h, w = COCO_SIZE
+    anns, lab, i = [], np.zeros((h, w), np.uint8), 0
+    while i < len(objs):
+        c, box, kind = objs[i]
+        boxes = [box]
+        while kind == "poly2" and i + 1 < len(objs) and objs[i + 1][2] == "poly2":
+            boxes.append(objs[i + 1][1])
+            i += 1
+        ann_id = first_id + (500_000 if kind == "first" else len(anns))
+        anns.append(_coco_annotation(ann_id, img_id, cats[c - 1], boxes, kind))
+        if kind != "crowd":
+            for y0, x0, y1, x1 in boxes:
+                lab[y0:y1, x0:x1] = c
+        i += 1
+    return anns, lab
 
 
 def make_coco(tmp: Path, pngs: bool = True) -> Replica:
     """COCO2014 layout: 4 val and 4 train images per class (the class as a big polygon);
-    some images add a crowd RLE, a compressed RLE, a small object, or two overlapping
-    instances of different classes. Also the rendered label PNGs (pixel = class id)."""
+    some images add crowd RLEs, a compressed RLE, a small object, a two-polygon annotation,
+    or overlapping instances of different classes (``COCO_EXTRAS``). Also the rendered
+    label PNGs (pixel = class id), drawn as the official ones: ``Replica.labels``."""
     rep = Replica(tmp / "coco")
     cats = coco_categories()
     h, w = COCO_SIZE
@@ -169,25 +233,9 @@ def make_coco(tmp: Path, pngs: bool = True) -> Replica:
                 img_id = special[k] if subset == "val2014" and k in special and j == 0 \
                     else 1_000_000 + k * 10 + j
                 stem = f"COCO_{subset}_{img_id:012d}"
-                objs = [(k, (5, 5, 45, 65), "poly")]
-                other = (k % 80) + 1
-                if j == 1 and k % 4 == 0:
-                    objs.append((other, (50, 50, 75, 95), "crowd"))  # 25x45 = 1125 < 2048
-                if j == 1 and k % 4 == 1:
-                    objs.append((other, (40, 40, 80, 100), "rle"))  # overlaps the first
-                if j == 0 and k % 3 == 0:
-                    objs.append((other, (60, 70, 75, 85), "poly"))  # small
-                lab = np.zeros((h, w), np.uint8)
-                for c, (y0, x0, y1, x1), kind in objs:
-                    plane = np.zeros((h, w), np.uint8)
-                    plane[y0:y1, x0:x1] = 1
-                    segm = rect_polygon(y0, x0, y1, x1) if kind == "poly" else \
-                        rle_of(plane, compressed=kind == "rle")
-                    anns.append({"id": len(anns) + 1, "image_id": img_id,
-                                 "category_id": cats[c - 1]["id"], "segmentation": segm,
-                                 "area": float(plane.sum()), "bbox": [x0, y0, x1 - x0, y1 - y0],
-                                 "iscrowd": int(kind == "crowd")})
-                    lab[plane > 0] = c
+                new, lab = _coco_image_annotations(img_id, _coco_objects(k, j), len(anns) + 1,
+                                                   cats)
+                anns += new
                 images.append({"id": img_id, "file_name": f"{stem}.jpg", "height": h,
                                "width": w, "license": 1})
                 save_jpg(rep.root / subset / f"{stem}.jpg", h, w, seed=img_id)

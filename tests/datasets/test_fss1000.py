@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +8,6 @@ from replica_layouts import make_fss
 from refseg_bench.datasets.base import DatasetError
 from refseg_bench.datasets.fss import Fss1000
 from refseg_bench.datasets.layout import read_lines
-
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-samples" / "fss1000"
 
 # Real class names from each of HSNet's split files (apple and basketball are training
 # classes; the test names include an apostrophe, as the real folders do).
@@ -91,24 +88,24 @@ def test_wrong_root_prints_layout(tmp_path):
         Fss1000(tmp_path).query_items(0, "test")
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"real samples not present at {REAL}")
-def test_real_samples_every_encoding(tmp_path):
+def test_real_samples_every_encoding(tmp_path, real_samples):
     """apple, basketball: RGBA anti-aliased masks; eiffel_tower: RGB 0/1 masks."""
-    ds = Fss1000(REAL, class_split="disk", cache_dir=str(tmp_path))
+    real = real_samples("fss1000")
+    ds = Fss1000(real, class_split="disk", cache_dir=str(tmp_path))
     assert ds.class_names == ["apple", "basketball", "eiffel_tower"]
     assert [len(ds.items(0, "test", c)) for c in (1, 2, 3)] == [10, 10, 5]
     for c in (1, 2, 3):
         for item in ds.items(0, "test", c):
             fg = check_mask_values(ds, item, c)
-            raw = np.asarray(Image.open(REAL / f"{item}.png"))[..., 0]  # README's rule:
+            raw = np.asarray(Image.open(real / f"{item}.png"))[..., 0]  # README's rule:
             want = raw > 0 if c == 3 else raw > 127  # 0/1 for eiffel_tower, else > 127
             assert np.array_equal(fg == 1, want) and 0 < fg.mean() < 0.9, item
     check_test_episodes(ds, 0, "hsnet", split="test", shot=1, n=25)
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"real samples not present at {REAL}")
-def test_real_samples_with_hsnet_split(tmp_path):
-    ds = Fss1000(REAL, missing_classes="skip", cache_dir=str(tmp_path))
+def test_real_samples_with_hsnet_split(tmp_path, real_samples):
+    real = real_samples("fss1000")
+    ds = Fss1000(real, missing_classes="skip", cache_dir=str(tmp_path))
     names = [ds.class_name(c) for c in ds.classes(0, "train")]
     assert names == ["apple", "basketball"]  # both are HSNet training classes
     assert ds.classes(0, "test") == []  # eiffel_tower is in none of HSNet's lists

@@ -104,3 +104,100 @@ def test_store_survives_pickling_for_workers(tmp_path):
 def test_missing_store_says_how_to_build_it(tmp_path):
     with pytest.raises(DatasetError, match="refseg-bench data prepare"):
         InstanceStore(tmp_path / "none.sqlite").mask("x", 1)
+
+
+def _rendered(store, item, cats):
+    return {c: store.mask(item, c, overlap="rendered") for c in cats}
+
+
+def test_rendered_view_paints_non_crowd_instances_in_file_order(tmp_path):
+    a, b = _plane(0, 0, 20, 20), _plane(10, 10, 30, 30)  # classes 1 and 7 share 100 px
+    crowd = _plane(0, 30, 10, 40)
+    anns = [  # image 1: 7 written first but with the larger id, then 1; image 2 interleaved
+        _ann(9, 1, 7, rect_polygon(10, 10, 30, 30)),
+        _ann(3, 2, 1, rect_polygon(0, 0, 20, 20)),
+        _ann(1, 1, 1, rle_of(a, compressed=True)),
+        _ann(2, 1, 7, rle_of(crowd, compressed=False), crowd=1),
+        _ann(4, 2, 7, rect_polygon(10, 10, 30, 30)),
+        _ann(5, 3, 7, rle_of(crowd, compressed=False), crowd=1),  # only a crowd region
+    ]
+    src = _write(tmp_path / "i.json", anns)
+    build_store(src, tmp_path / "s.sqlite", lambda img: f"x/{img['file_name'][:-4]}",
+                label_maps=True)
+    store = InstanceStore(tmp_path / "s.sqlite")
+    one = _rendered(store, "x/img1", (1, 7))  # 1 drawn last: it wins the shared pixels
+    assert np.array_equal(one[1], a) and np.array_equal(one[7], b & ~a)
+    two = _rendered(store, "x/img2", (1, 7))  # 7 drawn last
+    assert np.array_equal(two[1], a & ~b) and np.array_equal(two[7], b)
+    assert not store.mask("x/img3", 7, overlap="rendered").any()  # crowd is background
+    assert np.array_equal(store.mask("x/img3", 7), crowd)  # but part of the union
+    got = {(i, c): n for i, c, n in store.areas(overlap="rendered")}
+    assert got == {("x/img1", 1): 400, ("x/img1", 7): 300, ("x/img2", 1): 300,
+                   ("x/img2", 7): 400, ("x/img3", 7): 0}
+    assert store.is_current(src, label_maps=True)
+
+
+def test_rendered_view_needs_a_store_built_with_label_maps(tmp_path):
+    src, store, _ = _build(tmp_path, [_ann(1, 1, 1, rect_polygon(0, 0, 10, 10))])
+    assert not store.is_current(src, label_maps=True)  # open_store rebuilds it
+    with pytest.raises(DatasetError, match="without rendered label maps"):
+        store.mask("x/img1", 1, overlap="rendered")
+    with pytest.raises(ValueError, match="overlap must be one of"):
+        store.mask("x/img1", 1, overlap="paint")
+
+
+def _star(rng, h, w):
+    n = int(rng.integers(5, 12))
+    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+    rad = rng.uniform(4, 15) * rng.uniform(0.5, 1.0, n)
+    cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+    return [np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1).ravel().tolist()]
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_rendered_view_equals_painting_random_overlapping_instances(tmp_path):
+    """The RLE-only rendering against painting decoded masks on a plane, on random star
+    polygons (several per category, crowd regions, shapes crossing the border)."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(7)
+    anns, truth = [], {}
+    for image in (1, 2, 3):
+        plane = np.zeros((H, W), np.uint8)
+        for _ in range(int(rng.integers(3, 9))):
+            cat, crowd = int(rng.choice([1, 7])), int(rng.random() < 0.2)
+            segm = _star(rng, H, W)
+            anns.append(_ann(len(anns) + 1, image, cat, segm, crowd=crowd))
+            if not crowd:
+                rle = mask_utils.merge(mask_utils.frPyObjects(segm, H, W))
+                plane[mask_utils.decode(rle).astype(bool)] = cat
+        truth[f"x/img{image}"] = plane
+    src = _write(tmp_path / "i.json", anns)
+    build_store(src, tmp_path / "s.sqlite", lambda img: f"x/{img['file_name'][:-4]}",
+                label_maps=True)
+    store = InstanceStore(tmp_path / "s.sqlite")
+    for item, plane in truth.items():
+        for cat in (1, 7):
+            got = store.mask(item, cat, overlap="rendered")
+            want = (plane == cat).astype(np.uint8)
+            assert np.array_equal(want if got is None else got, want), (item, cat)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_run_lengths_of_compressed_rles_and_their_difference():
+    from pycocotools import mask as mask_utils
+
+    from refseg_bench.datasets.label_maps import _difference, _rle_counts
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        a, b = (rng.random((H, W)) < 0.5).astype(np.uint8), _plane(*rng.integers(0, 30, 4))
+        if trial == 0:
+            a[:] = 1  # first run of zeros is empty
+        ra, rb = (mask_utils.encode(np.asfortranarray(p)) for p in (a, b))
+        flat = a.ravel(order="F")
+        runs = np.diff(np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]]))
+        want = runs.tolist() if flat[0] == 0 else [0, *runs.tolist()]
+        assert _rle_counts(ra["counts"]).tolist() == want
+        diff = mask_utils.decode(_difference(mask_utils, ra, rb, H, W))
+        assert np.array_equal(diff, a & (1 - b))

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +7,6 @@ from replica_layouts import make_perseg
 
 from refseg_bench.datasets.base import DatasetError
 from refseg_bench.datasets.perseg import PerSeg
-
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-samples" / "perseg"
 
 
 def test_replica_one_fold_every_object_a_class(tmp_path):
@@ -36,14 +33,14 @@ def test_persam_protocol_reference_00_every_other_image_once(tmp_path):
         [e.query for e in m.episodes]  # no randomness in the episodes themselves
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"real samples not present at {REAL}")
-def test_real_samples(tmp_path):
-    ds = PerSeg(REAL, cache_dir=str(tmp_path))
+def test_real_samples(tmp_path, real_samples):
+    real = real_samples("perseg")
+    ds = PerSeg(real, cache_dir=str(tmp_path))
     assert ds.class_names == ["cat", "colorful_sneaker", "duck_toy"]
     for c in (1, 2, 3):
         for item in ds.items(0, "test", c):
             mask = check_mask_values(ds, item, c)
-            raw = np.asarray(Image.open(REAL / "Annotations" / f"{item}.png"))
+            raw = np.asarray(Image.open(real / "Annotations" / f"{item}.png"))
             assert np.array_equal(mask, (raw > 0).astype(np.uint8)) and mask.any()
     m = check_test_episodes(ds, 0, "persam", split="test", shot=1, n=100)
     assert len(m.episodes) == 6 and all(e.supports[0].endswith("/00") for e in m.episodes)

@@ -226,3 +226,14 @@ def test_bam_train_filter_drops_images_with_a_novel_class(synthetic_root):
         dropped = set(ds.query_items(fold, "train")) - set(view.query_items(fold, "train"))
         assert dropped and all(novel & set(index[i]["areas"]) for i in dropped)
         assert view.query_items(fold, "val") == ds.query_items(fold, "val")
+
+
+def test_first_use_says_it_is_generating_with_progress(tmp_path, capsys):
+    SyntheticDataset(tmp_path, n_per_class=SMALL)
+    err = capsys.readouterr().err
+    assert "generating the synthetic benchmark" in err and str(tmp_path) in err
+    total = sum(int(n) for n in json.loads(
+        (tmp_path / f"v1-n{SMALL}" / "meta.json").read_text())["n_images"].values())
+    assert f"{total}/{total}" in err  # the progress bar on stderr reached the end
+    SyntheticDataset(tmp_path, n_per_class=SMALL)
+    assert "generating" not in capsys.readouterr().err  # only on first use

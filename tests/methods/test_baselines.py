@@ -54,8 +54,8 @@ def test_oracle_returns_the_label_foreground_and_scores_100(ds):
     oracle.setup(CPU, ds)
     preds = run(oracle, loaded, "mask")
     for p, le in zip(preds, loaded, strict=True):
-        assert p.dtype == torch.float32
-        np.testing.assert_array_equal(p.numpy(), (le.label == 1).astype(np.float32))
+        assert p.dtype == torch.bool
+        np.testing.assert_array_equal(p.numpy(), le.label == 1)
     assert miou(ds, preds, loaded) == 100.0
 
 

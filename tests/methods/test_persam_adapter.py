@@ -41,13 +41,12 @@ def methods():
 @pytest.mark.parametrize("name", ["persam", "persam_f"])
 @pytest.mark.parametrize("kind", ["mask", "box", "point", "scribble"])
 @pytest.mark.parametrize("shot", [1, 3])
-def test_predict_returns_query_sized_probabilities(methods, name, kind, shot):
+def test_predict_returns_query_sized_masks(methods, name, kind, shot):
     episodes = [_episode(kind, shot, seed) for seed in (0, 1)]
     out = methods[name].predict(EpisodeBatch(episodes, kind))
     assert len(out) == 2
     for ep, pred in zip(episodes, out, strict=True):
-        assert pred.shape == ep.query_size and pred.dtype == torch.float32
-        assert pred.min() >= 0 and pred.max() <= 1
+        assert pred.shape == ep.query_size and pred.dtype == torch.bool
 
 
 def test_images_are_encoded_once_across_episodes(methods):
@@ -172,3 +171,55 @@ def test_bad_options_are_refused():
         PerSAMF(train_iters=0)
     with pytest.raises(RuntimeError, match="setup"):
         PerSAM(**TINY).predict(EpisodeBatch([_episode("mask", 1)], "mask"))
+
+
+def _sharing_references(kind: str, n: int = 3) -> list[Episode]:
+    """``n`` episodes with the same references (those of seed 0) and different queries."""
+    base = _episode(kind, 2, seed=0)
+    out = []
+    for i in range(n):
+        query, _ = scene(80 + 7 * i, 100, 100 + i)
+        out.append(Episode(base.spec, base.class_name, query, base.support_images,
+                           base.annotations, base.support_masks))
+    return out
+
+
+@pytest.mark.parametrize("cls", [PerSAM, PerSAMF])
+def test_reference_stage_runs_once_per_reference_set_and_changes_nothing(cls):
+    episodes = _sharing_references("box")
+    extra = {"train_iters": 20} if cls is PerSAMF else {}
+    cached, fresh = cls(**TINY, **extra), cls(**TINY, **extra, reference_cache_mb=0)
+    for m in (cached, fresh):
+        m.setup(torch.device("cpu"))
+    calls = {"cached": 0, "fresh": 0}
+    for name, m in (("cached", cached), ("fresh", fresh)):
+        prepare = m.prepare_references
+
+        def counting(ep, prepare=prepare, name=name):
+            calls[name] += 1
+            return prepare(ep)
+        m.prepare_references = counting
+    with torch.no_grad():
+        a = cached.predict(EpisodeBatch(episodes, "box"))
+        b = fresh.predict(EpisodeBatch(episodes, "box"))
+    assert calls == {"cached": 1, "fresh": 3}
+    assert cached.reference_cache.stats.hits == 2 and len(fresh.reference_cache) == 0
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    # Another annotation of the same images is another reference set.
+    other = _sharing_references("point", n=1)
+    with torch.no_grad():
+        cached.predict(EpisodeBatch(other, "point"))
+    assert calls["cached"] == 2
+
+
+def test_encoder_batch_encodes_across_the_episodes_of_a_batch():
+    episodes = _sharing_references("mask", n=3)  # 3 queries, 2 shared references
+    m = PerSAM(**TINY, encoder_batch=8)
+    m.setup(torch.device("cpu"))
+    with torch.no_grad():
+        out = m.predict(EpisodeBatch(episodes, "mask"))
+    assert m.cache.stats.encoder_passes == 1 and m.cache.stats.images_encoded == 5
+    assert [p.shape for p in out] == [ep.query_size for ep in episodes]
+    with torch.no_grad():
+        m.predict(EpisodeBatch(episodes, "mask"))  # all cached now: no pass
+    assert m.cache.stats.encoder_passes == 1

@@ -130,3 +130,15 @@ def test_sine_position_encoding_follows_detr():
     assert pos[0, 2] == pytest.approx(math.sin(y / 100), abs=1e-5)
     assert pos[0, 4] == pytest.approx(math.sin(x), abs=1e-5)
     assert pos[14, 4] == pytest.approx(math.sin(2 * math.pi), abs=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["resnet_v2_tiny", "vgg16_bn_tiny", "resnet50_v2"])
+def test_backbone_channels_read_from_modules_match_a_forward_pass(variant):
+    backbone = build_cnn_backbone(variant, None, torch.device("cpu"))
+    x, outs = torch.zeros(1, 3, 32, 32), []
+    with torch.no_grad():
+        for name in ("layer0", "layer1", "layer2", "layer3", "layer4"):
+            x = getattr(backbone, name)(x)
+            outs.append(x.shape[1])
+    got = backbone_channels(backbone)
+    assert (got.layer2, got.layer3, got.layer4) == tuple(outs[2:])

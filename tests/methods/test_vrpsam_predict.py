@@ -3,6 +3,8 @@ input conversion, per-fold checkpoints and provenance."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,30 @@ def test_external_checkpoint_per_fold_is_loaded_and_described(tmp_path, untraine
     assert info["trained_weights"] == "unverified"
     assert info["weights"] == "random"  # the tiny SAM and backbone are random
     assert len(info["checkpoint_sha256"]) == 2
+
+
+def test_support_cache_reuses_features_and_keeps_the_masks(tmp_path):
+    from refseg_bench.episodes import EpisodeBatch
+
+    cached = tiny_method(tmp_path / "a", untrained=True)
+    fresh = tiny_method(tmp_path / "b", untrained=True, support_cache_mb=0)
+    batch = val_batch(cached.dataset, fold=0, shot=2, annotation="scribble", n=3)
+    # The same references with every episode's query: the supports repeat across batches.
+    repeat = EpisodeBatch([replace(e, support_images=batch.episodes[0].support_images,
+                                   annotations=batch.episodes[0].annotations)
+                           for e in batch.episodes], "scribble")
+    out = {}
+    for name, m in (("cached", cached), ("fresh", fresh)):
+        begin(m, 0, "scribble", 2)
+        with torch.inference_mode():
+            out[name] = m.predict(batch) + m.predict(repeat)
+    # Features computed in another batch may differ in their last bits, never a mask.
+    for a, b in zip(out["cached"], out["fresh"], strict=True):
+        assert torch.equal(a > 0.5, b > 0.5)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    distinct = len({(id(e.support_images[i]), id(e.annotations[i]))
+                    for e in batch.episodes for i in range(2)})
+    stats = cached.support_cache.stats
+    assert stats.computed == distinct and stats.hits == 2  # repeat: both from the cache
+    assert fresh.support_cache.stats.computed == distinct + 2
+    assert len(fresh.support_cache) == 0

@@ -152,3 +152,18 @@ def test_backbone_features_hit_the_cache():
     cache.encode_batch(images, enc, encode)
     cache.encode_batch(images[::-1], enc, encode)
     assert cache.stats.encoder_passes == 1 and cache.stats.hits == 3
+
+
+def test_dinov2_explicit_attention_is_the_same_function():
+    """``explicit`` (the official arithmetic without xFormers) and ``sdpa`` compute the same
+    attention up to rounding; an unknown kind is refused."""
+    torch.manual_seed(0)
+    model = build_dinov2("tiny")
+    x = torch.randn(2, 3, 56, 70)
+    with torch.no_grad():
+        fused = model.forward_features(x)["x_prenorm"]
+        explicit = model.set_attention("explicit").forward_features(x)["x_prenorm"]
+    assert all(b.attn.kind == "explicit" for b in model.blocks)
+    torch.testing.assert_close(explicit, fused, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        model.set_attention("flash")

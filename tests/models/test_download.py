@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -117,11 +120,40 @@ def test_http_error_is_a_checkpoint_error(server, tmp_path):
         download(server.url.replace("file.bin", "nope.bin"), tmp_path / "x", progress=False)
 
 
+def _closed_port_url() -> str:
+    with socket.socket() as sock:  # bound then closed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/file.bin"
+
+
 def test_unreachable_server_keeps_part(tmp_path):
     dest = tmp_path / "f.bin"
     part_path(dest).write_bytes(b"abc")
-    with pytest.raises(CheckpointError, match="3 bytes are kept"):
-        download("http://127.0.0.1:9/file.bin", dest, progress=False, timeout=2)
+    with pytest.raises(CheckpointError, match="cannot connect to 127.0.0.1.*3 bytes already "
+                                              "downloaded are kept"):
+        download(_closed_port_url(), dest, progress=False, timeout=2)
+
+
+def test_unreachable_server_without_part_claims_nothing_kept(tmp_path):
+    dest = tmp_path / "f.bin"
+    with pytest.raises(CheckpointError) as info:
+        download(_closed_port_url(), dest, progress=False, timeout=2)
+    assert "Nothing was written" in str(info.value) and ".part" not in str(info.value)
+    assert not part_path(dest).exists() and not dest.exists()
+
+
+def test_cli_fetch_dns_failure_is_reported_as_such(fake_catalogue, monkeypatch, capsys):
+    def no_dns(request, timeout):
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    fake_catalogue(make_entry("blob", "blob.bin", SHA, url="https://no-such-host.invalid/b"))
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    assert cli_main(["checkpoints", "fetch", "blob", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot connect to no-such-host.invalid")
+    assert "Name or service not known" in err and "Nothing was written" in err
+    assert "kept" not in err and len(err.splitlines()) == 1
 
 
 def test_existing_file_with_wrong_hash_is_refused(server, tmp_path):

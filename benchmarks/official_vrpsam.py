@@ -1,0 +1,289 @@
+"""VRP-SAM against its official evaluation loop (``vs_official.py``'s ``vrpsam`` row).
+
+VRP-SAM has no test script: ``train.py`` validates inside training, calling its
+``train(args, epoch, model, sam_model, dataloader_val, ..., training=False)`` under
+``torch.no_grad()`` after every epoch. The official side here is that call, with the
+checkout's own modules (``VRPSAM_OFFICIAL_DIR``, tested at ``9c53a6a``): ``VRP_encoder``
+(ResNet-50 backbone), ``SAM2pred.SAM_pred`` with the checkout's modified
+``segment_anything`` (its query-feature cache on disk included), ``FSSDataset``'s
+transform (``Resize(img_size)``, ``ToTensor``, ``Normalize``), ``DatasetPASCAL``'s
+``__getitem__`` (frame loading, label resizing, ignore index), ``Evaluator``,
+``AverageMeter`` and ``train`` itself. What is assembled around them, and why:
+
+- Episodes: a ``DatasetPASCAL`` subclass whose ``sample_episode`` returns the episodes of
+  our manifest (the rest of ``__getitem__`` is official) and whose folders point at the
+  generated dataset; the validation loader is ``DataLoader(batch_size=bsz, shuffle=False,
+  num_workers=0, pin_memory=True)`` as ``build_dataloader`` makes it, without the
+  ``DistributedSampler`` (one process: the same order).
+- Models: ``VRP_encoder`` built with ``resnet50(pretrained=False)`` (its pretrained path is
+  hard-coded) and loaded strictly with the encoder file our side loads; the DDP wrapper is
+  a module holding it as ``.module`` (one process; no SyncBatchNorm conversion, which in
+  eval mode computes the same); ``SAM_pred`` built without its ``__init__`` (a hard-coded
+  ViT-H path) around the checkout's ``Sam`` in the benchmark's architecture, loaded with
+  the SAM file our side loads; its feature folder (a hard-coded path) moved into the
+  side's working folder.
+- On the CPU, ``Tensor.cuda`` (called by ``to_cuda`` and ``AverageMeter``) is the identity.
+  ``fvcore`` and ``tensorboardX``, imported but never used on this path, are stubbed when
+  absent.
+
+The dataset is the embedded synthetic benchmark (PASCAL-style labels: class ids, 255
+band) with every image resampled to ``S x S`` (``S`` = the input size), so that neither
+side resizes an image: PIL's resize (official) and our antialiased float resize differ in
+the last bits, which is not what this benchmark measures. Scoring is at ``S x S`` on both
+sides (the protocol's ``scoring.size``), as ``use_original_imgsize=False`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from vs_official import Context, Side, run_ours
+
+OFFICIAL_ENV = "VRPSAM_OFFICIAL_DIR"
+N_PER_CLASS = 4
+
+
+def _size(ctx: Context) -> int:
+    return 512 if ctx.args.size == "real" else ctx.args.vrpsam_size
+
+
+def _model(ctx: Context) -> dict:
+    """Our model spec; both sides load the files written from it by ``prepare``."""
+    real = ctx.args.size == "real"
+    return {"sam": "vit_h" if real else "tiny256", "sam_checkpoint": str(ctx.shared / "sam.pt"),
+            "sam_image_size": 1024, "backbone": "resnet50_v2", "backbone_checkpoint": None,
+            "image_size": _size(ctx), "init_seed": ctx.args.seed, "prompt_scale": 1.0,
+            "logit_scale": 1.0}
+
+
+def _overrides(ctx: Context) -> list[str]:
+    return ["method=vrpsam", "dataset=synthetic", f"dataset_args.root={ctx.shared / 'data'}",
+            f"dataset_args.n_per_class={N_PER_CLASS}", "protocol=vrp-sam", "annotation=mask",
+            "shot=1", f"episodes={ctx.args.episodes}", "fold=0",
+            f"protocol_args.scoring.size={_size(ctx)}", "method_args.size=tiny",
+            f"method_args.presets={json.dumps({'tiny': {'model': _model(ctx), 'train': {}}})}",
+            f"method_args.checkpoint={ctx.shared / 'vrp_encoder.pt'}"]
+
+
+def prepare(ctx: Context) -> None:
+    """The synthetic benchmark at ``S x S``, our manifest's episodes, and the weight files
+    (random SAM and encoder, the backbone inside the encoder file)."""
+    from refseg_bench.config import resolve_config
+    from refseg_bench.datasets.synthetic import SyntheticDataset
+    from refseg_bench.methods.vrpsam.build import build_net
+    from refseg_bench.methods.vrpsam.settings import ModelSpec
+    from refseg_bench.methods.vrpsam.store import save_encoder
+    from refseg_bench.runner import plan_run
+    from refseg_bench.sampler import sample_episodes
+
+    data = SyntheticDataset(ctx.shared / "data", n_per_class=N_PER_CLASS)
+    _resample(data.data_dir, _size(ctx))
+    spec = ModelSpec(**{**_model(ctx), "sam_checkpoint": None})
+    net = build_net(spec, torch.device("cpu"))
+    torch.save(net.sam.state_dict(), ctx.shared / "sam.pt")
+    save_encoder(net.encoder, ctx.shared / "vrp_encoder.pt")
+    cfg = resolve_config([*_overrides(ctx), f"results_dir={ctx.shared / 'plan'}"])
+    plan = plan_run(cfg)  # exactly what the runner samples
+    manifest = sample_episodes(plan.dataset, 0, cfg.split, 1, plan.n_episodes, plan.seeds[0],
+                               plan.protocol)
+    episodes = [[e.query, list(e.supports), e.class_id] for e in manifest.episodes]
+    (ctx.shared / "episodes.json").write_text(json.dumps(episodes))
+
+
+def _resample(data_dir: Path, size: int) -> None:
+    """Every image to ``size x size`` (bilinear, stored losslessly) and label (nearest),
+    with ``index.json`` recounted."""
+    index = json.loads((data_dir / "index.json").read_text())
+    for item in index:
+        jpg = data_dir / "JPEGImages" / f"{item}.jpg"
+        Image.open(jpg).convert("RGB").resize((size, size), Image.BILINEAR).save(jpg, "PNG")
+        png = data_dir / "SegmentationClass" / f"{item}.png"
+        label = np.asarray(Image.open(png).resize((size, size), Image.NEAREST))
+        Image.fromarray(label).save(png)
+        values, counts = np.unique(label, return_counts=True)
+        index[item] = {"size": [size, size],
+                       "areas": {str(v): int(n) for v, n in zip(values, counts, strict=True)
+                                 if 0 < v <= 20}}
+    (data_dir / "index.json").write_text(json.dumps(index, sort_keys=True))
+
+
+# --- the official side ----------------------------------------------------------------------
+
+
+def _stubs() -> None:
+    """``fvcore.nn.weight_init`` and ``tensorboardX.SummaryWriter`` are imported by the
+    official modules but not used on the validation path; stand-ins when absent."""
+    if importlib.util.find_spec("fvcore") is None:
+        for name in ("fvcore", "fvcore.nn", "fvcore.nn.weight_init"):
+            sys.modules.setdefault(name, types.ModuleType(name))
+    if importlib.util.find_spec("tensorboardX") is None:
+        stub = types.ModuleType("tensorboardX")
+        stub.SummaryWriter = None
+        sys.modules.setdefault("tensorboardX", stub)
+
+
+def _load_sam2pred(root: Path, feats: Path) -> types.ModuleType:
+    """``SAM2pred.py`` with its hard-coded feature folder moved to ``feats``."""
+    source = (root / "SAM2pred.py").read_text()
+    old = "'/root/paddlejob/workspace/env_run/vrp_sam/feats_np/coco/'"
+    if old not in source:
+        raise RuntimeError(f"{root / 'SAM2pred.py'} no longer holds {old}: update the replay")
+    module = types.ModuleType("SAM2pred")
+    module.__file__ = str(root / "SAM2pred.py")
+    exec(compile(source.replace(old, repr(f"{feats}/")), module.__file__, "exec"),
+         module.__dict__)
+    sys.modules["SAM2pred"] = module
+    return module
+
+
+def _official_sam(arch: str, checkpoint: Path, device: torch.device):
+    """The checkout's ``Sam`` (prompt encoder with ``protos``) in our architecture."""
+    from functools import partial
+
+    from segment_anything import modeling as m  # the checkout's copy (first on sys.path)
+
+    from refseg_bench.models.sam import PATCH_SIZE, PIXEL_MEAN, PIXEL_STD, SAM_SPECS
+
+    s, size = SAM_SPECS[arch], 1024
+    grid = size // PATCH_SIZE
+    sam = m.Sam(
+        image_encoder=m.ImageEncoderViT(
+            depth=s.encoder_depth, embed_dim=s.encoder_dim, img_size=size, mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=s.encoder_heads,
+            patch_size=PATCH_SIZE, qkv_bias=True, use_rel_pos=True,
+            global_attn_indexes=s.global_attn, window_size=14, out_chans=s.prompt_dim),
+        prompt_encoder=m.PromptEncoder(
+            embed_dim=s.prompt_dim, image_embedding_size=(grid, grid),
+            input_image_size=(size, size), mask_in_chans=s.mask_in_chans),
+        mask_decoder=m.MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=m.TwoWayTransformer(depth=2, embedding_dim=s.prompt_dim,
+                                            mlp_dim=s.decoder_mlp_dim,
+                                            num_heads=s.decoder_heads),
+            transformer_dim=s.prompt_dim, iou_head_depth=3,
+            iou_head_hidden_dim=s.iou_hidden_dim),
+        pixel_mean=list(PIXEL_MEAN), pixel_std=list(PIXEL_STD))
+    sam.load_state_dict(torch.load(checkpoint, map_location="cpu"), strict=True)
+    return sam.to(device).eval()
+
+
+def official(ctx: Context) -> Side:
+    root = Path(os.environ[OFFICIAL_ENV]).resolve()
+    _stubs()
+    sys.path[:0] = [str(root), str(root / "segment-anything")]
+    if ctx.device.type == "cpu":  # the official code calls .cuda() on batches and meters
+        torch.Tensor.cuda = lambda self, *a, **k: self
+    feats = ctx.work / "feats_np"
+    feats.mkdir()
+    _load_sam2pred(root, feats)
+    import train as official_train  # noqa: I001  (the checkout's train.py)
+    from common.evaluation import Evaluator
+    from data.dataset import FSSDataset
+    from data.pascal import DatasetPASCAL
+    import model.VRP_encoder as vrp
+
+    episodes = json.loads((ctx.shared / "episodes.json").read_text())
+    args = argparse.Namespace(condition="mask", num_query=50, backbone="resnet50", seed=321,
+                              use_ignore=True, benchmark="pascal", bsz=ctx.args.official_batch)
+    timing, start = {}, time.perf_counter()
+    resnet50 = vrp.models.resnet50
+    vrp.models.resnet50 = lambda pretrained=False, **kw: resnet50(pretrained=False, **kw)
+    encoder = vrp.VRP_encoder(args, args.backbone, False)
+    state = torch.load(ctx.shared / "vrp_encoder.pt", map_location="cpu")
+    encoder.load_state_dict({k.removeprefix("module."): v for k, v in state.items()},
+                            strict=True)
+    model = _DDP(encoder.to(ctx.device))
+    sam_model = sys.modules["SAM2pred"].SAM_pred.__new__(sys.modules["SAM2pred"].SAM_pred)
+    torch.nn.Module.__init__(sam_model)
+    sam_model.sam_model = _official_sam(_model(ctx)["sam"], ctx.shared / "sam.pt", ctx.device)
+    Evaluator.initialize(args)
+    FSSDataset.initialize(img_size=_size(ctx), datapath=str(ctx.shared / "data"),
+                          use_original_imgsize=False)
+    data_dir = next((ctx.shared / "data").glob("v1*"))
+    dataset = _manifest_dataset(DatasetPASCAL, data_dir, episodes, FSSDataset.transform)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.bsz, shuffle=False,
+                                         pin_memory=ctx.device.type == "cuda", num_workers=0)
+    timing["build_s"] = time.perf_counter() - start
+    recorded = _record_predictions(Evaluator)
+    t = time.perf_counter()
+    with torch.no_grad():
+        _, miou, _ = official_train.train(args, 0, model, sam_model, loader, None, None,
+                                          training=False)
+    timing["validation_s"] = time.perf_counter() - t
+    seconds = time.perf_counter() - start
+    masks = {str(i): m for i, m in enumerate(recorded)}
+    return Side(seconds, float(miou), masks, timing)
+
+
+class _DDP(torch.nn.Module):
+    """What ``DistributedDataParallel`` gives ``train``: ``.module`` and a forward."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args):
+        return self.module(*args)
+
+
+def _manifest_dataset(base: type, data_dir: Path, episodes: list, transform):
+    """``DatasetPASCAL`` over our episodes: only the sampling and the folders differ."""
+
+    class ManifestPASCAL(base):
+        def __init__(self) -> None:  # the official __init__ reads its own list files
+            self.split, self.fold, self.nfolds, self.nclass = "val", 0, 4, 20
+            self.benchmark, self.shot, self.use_original_imgsize = "pascal", 1, False
+            self.img_path = f"{data_dir / 'JPEGImages'}/"
+            self.ann_path = f"{data_dir / 'SegmentationClass'}/"
+            self.transform = transform
+            self.class_ids = self.build_class_ids()
+            self.img_metadata = [q for q, _, _ in episodes]  # __getitem__ takes idx mod this
+
+        def __len__(self) -> int:
+            return len(episodes)
+
+        def sample_episode(self, idx):
+            query, supports, class_id = episodes[idx]
+            return query, supports, class_id - 1  # the official classes count from 0
+
+    return ManifestPASCAL()
+
+
+def _record_predictions(evaluator) -> list[np.ndarray]:
+    """Keep every episode's predicted mask as ``train`` hands it to the evaluator (which
+    then overwrites ignored pixels), in order; the evaluation itself is unchanged."""
+    recorded: list[np.ndarray] = []
+    classify = evaluator.classify_prediction
+
+    def recording(pred_mask, batch):
+        recorded.extend(m.cpu().numpy() > 0.5 for m in pred_mask)
+        return classify(pred_mask, batch)
+
+    evaluator.classify_prediction = recording
+    return recorded
+
+
+# --- our side ------------------------------------------------------------------------------
+
+
+def ours(ctx: Context) -> Side:
+    side = run_ours(ctx, _overrides(ctx))
+    from vs_official import saved_masks
+
+    masks = saved_masks(ctx.work / "results" / "ours", key="index")
+    episodes = json.loads((ctx.shared / "episodes.json").read_text())
+    side.masks = {str(int(k)): v for k, v in masks.items()}
+    if len(side.masks) != len(episodes):
+        raise AssertionError(f"our run scored {len(side.masks)} episodes, expected "
+                             f"{len(episodes)}")
+    return side

@@ -1,0 +1,3 @@
+"""See sklearn/__init__.py."""
+
+radius_neighbors_graph = None
