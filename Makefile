@@ -22,7 +22,7 @@ ANCHORS    ?= $(if $(filter synthetic,$(DATASET)),oracle empty,)
 BENCH_ARGS := method=$(METHOD) dataset=$(DATASET) shot=$(SHOT) fold=$(FOLD) annotation=$(ANNOTATION) \
 	$(if $(EPISODES),episodes=$(EPISODES)) $(if $(PROTOCOL),protocol=$(PROTOCOL)) $(ARGS)
 
-.PHONY: bench train test test-all perf leaderboard lint clean venv
+.PHONY: bench train test test-all regress perf leaderboard lint clean venv
 
 venv: $(STAMP)
 
@@ -54,6 +54,11 @@ test: $(STAMP)
 # Slow and GPU tests too (GPU tests skip themselves without CUDA).
 test-all: $(STAMP)
 	$(BIN)/pytest -q -m "" $(ARGS)
+
+# Every method's tiny configuration on a sampled synthetic run, compared episode by episode
+# with configs/goldens (exact, CPU). Accept an intended change: make regress ARGS=--update
+regress: $(STAMP)
+	$(BIN)/refseg-bench regress $(ARGS)
 
 # Every benchmark under benchmarks/ with short settings (ARGS="--full" for their defaults,
 # ARGS="--only vs_official" for one), then one table of headline ratios and targets.

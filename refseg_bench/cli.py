@@ -33,6 +33,9 @@ COMMAND_MODULES = (
     "refseg_bench.commands.leaderboard",
     "refseg_bench.commands.data",
     "refseg_bench.commands.checkpoints",
+    "refseg_bench.commands.regress",
+    "refseg_bench.commands.compare",
+    "refseg_bench.commands.report",
 )
 
 

@@ -73,13 +73,52 @@ def bootstrap_miou(class_ids_per_episode: np.ndarray, inter: np.ndarray, union: 
     return float(low), float(high)
 
 
+def paired_miou_replicates(class_ids_per_episode: np.ndarray, inter_a: np.ndarray,
+                           union_a: np.ndarray, inter_b: np.ndarray, union_b: np.ndarray,
+                           fold_classes: Sequence[int], *, n_boot: int = 1000,
+                           rng: np.random.Generator) -> np.ndarray:
+    """``(2, n_boot)`` fold mIoU (percent) of runs A and B under one class-stratified
+    bootstrap of their *shared* episodes: each replicate resamples each class's episodes
+    once and scores both runs on that same resample, so B - A is a paired difference.
+
+    Args:
+        class_ids_per_episode: ``(E,)`` int, the class of each episode (same in both runs).
+        inter_a, union_a, inter_b, union_b: ``(E,)`` int foreground totals of each episode in
+            run A and run B, episode ``e`` being the same episode in both.
+        fold_classes: all the fold's classes (unsampled ones add 0 to both).
+        rng: the generator the draws come from.
+    """
+    cls, inter_a, union_a = _check(class_ids_per_episode, inter_a, union_a, fold_classes)
+    _, inter_b, union_b = _check(class_ids_per_episode, inter_b, union_b, fold_classes)
+    if n_boot < 1:
+        raise ValueError(f"need n_boot >= 1, got {n_boot}")
+    iou_sum = np.zeros((2, n_boot))
+    for c in fold_classes:
+        sel = np.flatnonzero(cls == c)
+        if len(sel):
+            iou_sum += _class_replicates(np.stack([inter_a[sel], inter_b[sel]]),
+                                         np.stack([union_a[sel], union_b[sel]]), n_boot, rng)
+    return 100.0 * iou_sum / len(fold_classes)
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates at ``level``."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"need 0 < level < 1, got {level}")
+    low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
 def _class_replicates(inter: np.ndarray, union: np.ndarray, n_boot: int,
                       rng: np.random.Generator) -> np.ndarray:
-    """``(n_boot,)`` IoU of one class over episodes resampled with replacement."""
-    n = len(inter)
+    """IoU of one class over episodes resampled with replacement: ``(n_boot,)`` for
+    ``(n,)`` totals, ``(k, n_boot)`` for ``(k, n)`` totals of k runs scored on the same
+    resamples."""
+    n = inter.shape[-1]
     block = max(1, _MAX_BLOCK // n)
-    out = np.empty(n_boot)
+    out = np.empty(inter.shape[:-1] + (n_boot,))
     for start in range(0, n_boot, block):
         idx = rng.integers(0, n, size=(min(block, n_boot - start), n))
-        out[start:start + len(idx)] = inter[idx].sum(1) / np.maximum(union[idx].sum(1), 1)
+        out[..., start:start + len(idx)] = (inter[..., idx].sum(-1)
+                                            / np.maximum(union[..., idx].sum(-1), 1))
     return out

@@ -58,6 +58,7 @@ def summarize(plan, method, units: dict[tuple[int, int], ScoreSummary], timing, 
             "n_skipped": int(len(skips)), "skip_reasons": skips.value_counts().to_dict(),
             "miou": score.miou, "fbiou": score.fbiou,
             "ci95": _interval(df, [(fold, c) for c in classes]),
+            "class_ids": [int(c) for c in classes],  # in the order of class_iou's names
             "class_iou": {ds.class_name(c): score.class_iou[c] for c in classes},
             "class_episodes": {ds.class_name(c): score.class_episodes[c] for c in classes},
             "unsampled_classes": [ds.class_name(c) for c in score.unsampled_classes],

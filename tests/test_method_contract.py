@@ -15,35 +15,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fakes import register_fakes  # noqa: E402
 
 from refseg_bench.registry import METHODS  # noqa: E402
+from refseg_bench.regress import tiny_args  # noqa: E402
 
 # The smallest configuration of each registered method (tiny random weights, untrained
-# heads): a method added to the registry must add its entry here.
-TINY_ARGS = {
-    "oracle": [],
-    "empty": [],
-    "proto": [],
-    "persam": ["method_args.size=tiny"],
-    "persam_f": ["method_args.size=tiny", "method_args.train_iters=3"],
-    "matcher": ["method_args.size=tiny", "method_args.setting=fss",
-                "method_args.setting_overrides.num_centers=3",
-                "method_args.setting_overrides.img_size=56", "method_args.model.sam_image_size=128",
-                "method_args.setting_overrides.sample_range=[1,2]"],
-    "vrpsam": ["method_args.size=tiny", "method_args.untrained=true",
-               "method_args.model.image_size=64", "method_args.model.sam_image_size=128"],
-    "cavsam": ["method_args.size=tiny", "method_args.model.sam2_image_size=64",
-               "method_args.model.sd_resolution=16", "method_args.dbst.num_frames=3",
-               "method_args.dbst.lora_steps=1", "method_args.dbst.inversion_steps=1",
-               "method_args.ttga.steps=1"],
-    "fss_sam2": ["method_args.size=tiny", "method_args.untrained=true",
-                 "method_args.model.image_size=64", "method_args.model.dino_size=70"],
-}
+# heads), from configs/regress.yaml: one list for this test and `refseg-bench regress`.
+TINY_ARGS = tiny_args()
 
 
 def test_every_registered_method_has_a_tiny_configuration():
     register_fakes()
     builtin = {n for n in METHODS.names() if not METHODS.entry(n).target.startswith("fakes:")}
     missing = sorted(builtin - set(TINY_ARGS))
-    assert not missing, f"add a tiny configuration for {missing} to TINY_ARGS"
+    assert not missing, f"add a tiny configuration for {missing} to configs/regress.yaml"
 
 
 def _spy_run(monkeypatch, tmp_path, method: str, annotation: str, folds="[0,2]") -> list:
