@@ -144,45 +144,48 @@ class _Upsampler:
 
 
 def _above(logits: torch.Tensor, threshold: float, scratch: np.ndarray | None) -> np.ndarray:
-    """``(k, S, S)`` bool ``logits > threshold`` (into ``scratch`` on the CPU: NumPy's
-    comparison and count are several times faster than torch's on bool tensors)."""
+    """``(k, S, S)`` bool ``logits > threshold`` on the host (into ``scratch`` when given:
+    NumPy compares and counts several times faster than torch does on bool tensors)."""
     if scratch is None:
         return (logits > threshold).cpu().numpy()
     return np.greater(logits.numpy(), threshold, out=scratch[:len(logits)])
 
 
-def _count(masks: np.ndarray) -> torch.Tensor:
-    """``(k,)`` int32 foreground pixel count per mask (exact, like the int16 / int32 sums
-    of ``calculate_stability_score``)."""
+def _counts(logits: torch.Tensor, threshold: float, scratch: np.ndarray | None) -> torch.Tensor:
+    """``(k,)`` int32 number of pixels with ``logits > threshold`` per mask: exact, like the
+    int16 / int32 sums of ``calculate_stability_score``."""
+    if scratch is None:
+        return (logits > threshold).flatten(1).sum(1, dtype=torch.int32).cpu()
     # per mask: count_nonzero without an axis is a fast popcount, with one a slow bool sum
-    return torch.tensor([np.count_nonzero(m) for m in masks], dtype=torch.int32)
+    return torch.tensor([np.count_nonzero(m) for m in _above(logits, threshold, scratch)],
+                        dtype=torch.int32)
 
 
 def _finish(sam, low: torch.Tensor, iou: torch.Tensor, size: int, input_size, iou_thresh: float,
-            stability_thresh: float) -> Proposals:
+            stability_thresh: float, on_host: bool | None = None) -> Proposals:
     """Filter ``(b, m, h, w)`` low-res logits / ``(b, m)`` IoUs as one generator batch:
     IoU filter, up-sampling, stability filter (offset 1.0), threshold at
-    ``sam.mask_threshold``. On the CPU ``_CHUNK`` masks at a time (a mask's up-sampled
-    logits do not depend on the other masks of its batch)."""
+    ``sam.mask_threshold``. ``on_host`` (default: on a CPU device) up-samples ``_CHUNK``
+    masks at a time and thresholds with NumPy (a mask's up-sampled logits do not depend on
+    the other masks of its batch); otherwise the whole batch at once with torch."""
     low, iou = low.flatten(0, 1), iou.flatten(0, 1)
     if iou_thresh > 0.0:
         keep = iou > iou_thresh
         low, iou = low[keep], iou[keep]
     if len(iou) == 0:
         return Proposals.empty(size)
-    cpu = low.device.type == "cpu"
-    chunk = _CHUNK if cpu else len(iou)
+    on_host = low.device.type == "cpu" if on_host is None else on_host
+    chunk = _CHUNK if on_host else len(iou)
     upsample = _Upsampler(sam, input_size, size, chunk, low.device)
-    scratch = np.empty((chunk, size, size), bool) if cpu else None
+    scratch = np.empty((chunk, size, size), bool) if on_host else None
     t, kept, packed = sam.mask_threshold, [], []
     for i in range(0, len(iou), chunk):
         logits = upsample(low[i:i + chunk])
         keep = np.ones(len(logits), bool)
         if stability_thresh > 0.0:
-            # calculate_stability_score: int32 / int32 division of exact counts
-            inter = _count(_above(logits, t + 1.0, scratch))
-            union = _count(_above(logits, t - 1.0, scratch))
-            keep = (inter / union >= stability_thresh).numpy()
+            # calculate_stability_score's int32 / int32 division, on the same counts
+            score = _counts(logits, t + 1.0, scratch) / _counts(logits, t - 1.0, scratch)
+            keep = (score >= stability_thresh).numpy()
         if keep.any():
             packed.append(np.packbits(_above(logits, t, scratch)[keep], axis=-1))
             kept.append(i + keep.nonzero()[0])

@@ -51,19 +51,22 @@ def _reference(sam, low, iou, size, input_size, iou_thresh, stability_thresh):
     return masks, iou, batched_mask_to_box(masks), grid
 
 
+@pytest.mark.parametrize("on_host", [True, False])  # NumPy in chunks / torch, whole batch
 @pytest.mark.parametrize("n,iou_thresh,stability_thresh,input_size", [
     (23, 0.5, 0.9, (64, 64)),  # COCO-like filters; 23 masks: a partial last chunk
     (9, 0.0, 0.0, (64, 64)),  # FSS-like: no filter, the empty mask kept
     (14, 0.3, 0.8, (48, 64)),  # a crop of the encoder frame before the second resize
 ])
-def test_finish_equals_the_generator_steps(sam, n, iou_thresh, stability_thresh, input_size):
+def test_finish_equals_the_generator_steps(sam, n, iou_thresh, stability_thresh, input_size,
+                                           on_host):
     size = 70  # a 5 x 5 grid of 14-pixel cells
     low = _logits(n, seed=n)
     iou = torch.rand(n, 1, generator=torch.Generator().manual_seed(1))
     iou[:2] = 0.99  # keep the empty and the full mask past the IoU filter
     masks, ref_iou, boxes, grid = _reference(sam, low, iou, size, input_size, iou_thresh,
                                              stability_thresh)
-    got = proposals._finish(sam, low, iou, size, input_size, iou_thresh, stability_thresh)
+    got = proposals._finish(sam, low, iou, size, input_size, iou_thresh, stability_thresh,
+                            on_host)
     assert 0 < len(got) < n or stability_thresh == 0  # the filters kept some, not all
     assert torch.equal(torch.from_numpy(got.masks()), masks)
     assert torch.equal(got.iou, ref_iou) and torch.equal(got.boxes, boxes)
