@@ -125,11 +125,10 @@ class Matcher(Method):
 
         def compute(_):
             p = proposals.dense_proposals(self.sam, embedding, s)
-            return {"packed": torch.from_numpy(p.packed), "iou": p.iou, "boxes": p.boxes,
-                    "grid": p.grid}
+            return {"packed": torch.from_numpy(p.packed), "iou": p.iou, "boxes": p.boxes}
 
         v = self.cache.get_or_compute(image, self._encoder(self.sam, tag), compute)
-        return proposals.Proposals(v["packed"].numpy(), v["iou"], v["boxes"], v["grid"])
+        return proposals.Proposals(v["packed"].numpy(), v["iou"], v["boxes"])
 
     # --- references -------------------------------------------------------------------------
     def reference_masks(self, episode: Episode) -> torch.Tensor:

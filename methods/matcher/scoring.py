@@ -42,6 +42,8 @@ class EmdPool:
     """Exact EMD scores of grid masks, in ``workers`` threads, each distinct mask once."""
 
     def __init__(self, workers: int) -> None:
+        import ot  # noqa: F401  (at set-up: a first import takes seconds, not an episode's)
+
         self.workers = workers
         self._executor = ThreadPoolExecutor(workers) if workers > 1 else None
         self.solved = 0  # ot.emd2 calls made

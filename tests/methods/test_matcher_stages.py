@@ -105,11 +105,9 @@ def test_kmeans_centres_replay_the_torch_stream():
 
 
 def _proposals(masks: list[np.ndarray]) -> Proposals:
-    m = torch.from_numpy(np.stack(masks))
-    cells = F.max_pool2d(m[:, None].float(), 14)[:, 0] > 0
-    cells[~cells.flatten(1).any(1)] = True
-    return Proposals(np.packbits(m.numpy(), axis=-1), torch.ones(len(masks)),
-                     torch.zeros(len(masks), 4), cells)
+    m = np.stack(masks)
+    return Proposals(np.packbits(m, axis=-1), torch.ones(len(masks)),
+                     torch.zeros(len(masks), 4, dtype=torch.int64))
 
 
 def test_purity_and_coverage_on_a_hand_built_case():
