@@ -3,10 +3,12 @@ ellipse each. Speed does not depend on content, so no dataset is needed."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
-from refseg_bench.episodes import Annotation, Episode, EpisodeSpec
+from refseg_bench.episodes import Annotation, Episode, EpisodeBatch, EpisodeSpec
 
 
 def _scene(size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -37,3 +39,25 @@ def sync(device: torch.device) -> None:
     """Wait for queued CUDA work so wall-clock timings are honest."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def eval_rate(method, device: torch.device, size: tuple[int, int], n: int, shot: int,
+              warm: bool) -> float:
+    """Episodes/s of ``method.predict`` over ``n`` new ``shot``-shot episodes of ``size``
+    in batches of ``method.opts.batch_size``, after one warm-up batch; ``warm``: every
+    batch is predicted once before the timed pass (reference caches full)."""
+    rng = np.random.default_rng(1)
+    episodes = [make_episode(10**6 + i, size, rng, shot)[0] for i in range(n)]
+    step = method.opts.batch_size
+    batches = [EpisodeBatch(episodes[i:i + step], "mask") for i in range(0, n, step)]
+    with torch.inference_mode():
+        method.predict(batches[0])  # warm-up (and, for warm, fills the cache)
+        if warm:
+            for b in batches:
+                method.predict(b)
+        sync(device)
+        t0 = time.perf_counter()
+        for b in batches:
+            method.predict(b)
+        sync(device)
+    return n / (time.perf_counter() - t0)

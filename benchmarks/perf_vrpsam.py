@@ -23,10 +23,9 @@ import types
 
 import numpy as np
 import torch
-from blob_episodes import make_episode, sync
+from blob_episodes import eval_rate, make_episode, sync
 from perf_report import headline, skipped
 
-from refseg_bench.episodes import EpisodeBatch
 from refseg_bench.methods.base import Unit
 from refseg_bench.methods.vrpsam import trainer as T
 from refseg_bench.methods.vrpsam.adapter import VRPSAM
@@ -71,25 +70,6 @@ def train_rate(method: VRPSAM, device: torch.device, size, steps: int, warmup: i
         T.train_step(method.net, [e for e, _ in b], [lab for _, lab in b], opt, sched, 0, i)
     sync(device)
     return steps / (time.perf_counter() - t0)
-
-
-def eval_rate(method: VRPSAM, device: torch.device, size, n: int, shot: int, warm: bool
-              ) -> float:
-    rng = np.random.default_rng(1)
-    episodes = [make_episode(10**6 + i, size, rng, shot)[0] for i in range(n)]
-    step = method.opts.batch_size
-    batches = [EpisodeBatch(episodes[i:i + step], "mask") for i in range(0, n, step)]
-    with torch.inference_mode():
-        method.predict(batches[0])  # warm-up (and, for warm, fills the cache)
-        if warm:
-            for b in batches:
-                method.predict(b)
-        sync(device)
-        t0 = time.perf_counter()
-        for b in batches:
-            method.predict(b)
-        sync(device)
-    return n / (time.perf_counter() - t0)
 
 
 def section(name: str, size_name: str, model: dict, train: dict, device: torch.device,
