@@ -96,9 +96,11 @@ class CacheStats:
 
 
 def nbytes(value: Any) -> int:
-    """Bytes held by the tensors in a (nested) value."""
+    """Bytes held by the tensors and arrays in a (nested) value."""
     if isinstance(value, torch.Tensor):
         return value.untyped_storage().nbytes()
+    if isinstance(value, np.ndarray):
+        return value.nbytes
     if isinstance(value, dict):
         return sum(nbytes(v) for v in value.values())
     if isinstance(value, (list, tuple)):
@@ -106,15 +108,17 @@ def nbytes(value: Any) -> int:
     return 0
 
 
-def _detach(value: Any) -> Any:
-    """Own-storage, grad-free copies: a slice of a batch output would otherwise keep the
-    whole batch alive and be mis-counted."""
+def detached(value: Any) -> Any:
+    """Own-storage, grad-free copies of the tensors and arrays in a (nested) value: a slice
+    of a batch output would otherwise keep the whole batch alive and be mis-counted."""
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
     if isinstance(value, dict):
-        return {k: _detach(v) for k, v in value.items()}
+        return {k: detached(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_detach(v) for v in value)
+        return type(value)(detached(v) for v in value)
     return value
 
 
@@ -199,7 +203,7 @@ class EmbeddingCache:
         key = encoder.key(image_sha256(image))
         value = self.get(key)
         if value is None:
-            value = _detach(fn(image))
+            value = detached(fn(image))
             self.stats.encoder_passes += 1
             self.stats.images_encoded += 1
             self.put(key, value)
@@ -231,6 +235,6 @@ class EmbeddingCache:
             self.stats.encoder_passes += 1
             self.stats.images_encoded += len(todo)
             for key, out in zip(todo, outputs, strict=True):
-                found[key] = _detach(out)
+                found[key] = detached(out)
                 self.put(key, found[key])
         return [found[k] for k in keys]

@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from refseg_bench.models.cache import image_sha256
+from refseg_bench.models.cache import detached, image_sha256, nbytes
 
 
 def annotation_sha256(annotation) -> str:
@@ -62,32 +61,6 @@ def reference_key(kind: str, state: str, images: Sequence[np.ndarray], annotatio
         parts += [image_sha256(image), annotation_sha256(annotation)]
         parts.append(image_sha256(masks[i]) if masks is not None else "-")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
-
-
-def value_nbytes(value: Any) -> int:
-    """Bytes held by the tensors and arrays in a (nested) value."""
-    if isinstance(value, torch.Tensor):
-        return value.untyped_storage().nbytes()
-    if isinstance(value, np.ndarray):
-        return value.nbytes
-    if isinstance(value, dict):
-        return sum(value_nbytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(value_nbytes(v) for v in value)
-    return 0
-
-
-def _own(value: Any) -> Any:
-    """A grad-free copy with its own storage (a slice would keep its whole batch alive)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, dict):
-        return {k: _own(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_own(v) for v in value)
-    return value
 
 
 @dataclass
@@ -141,8 +114,8 @@ class ReferenceCache:
         self.stats.computed += 1
         if self.max_bytes == 0:
             return value
-        value = _own(value)
-        size = value_nbytes(value)
+        value = detached(value)
+        size = nbytes(value)
         if size <= self.max_bytes:
             if key in self._entries:
                 self.bytes_used -= self._entries.pop(key)[1]
