@@ -166,3 +166,22 @@ def register_fakes() -> None:
         DATASETS.register("fake_empty", "fakes:EmptySupportDataset", "one empty support")
         METHODS.register("flaky", "fakes:Flaky", "oracle that crashes after N batches")
         METHODS.register("slow", "fakes:Slow", "oracle that sleeps per batch")
+
+
+def begin(method, fold: int, annotation: str = "mask", shot: int = 1) -> None:
+    """Announce a unit of ``method.dataset`` as the runner does before predicting it."""
+    from refseg_bench.methods.base import Unit
+
+    method.begin_unit(Unit(method.dataset, fold, "val", shot, annotation, 0))
+
+
+def val_batch(dataset, fold: int, shot: int, annotation: str, n: int = 3):
+    """An ``EpisodeBatch`` of the first ``n`` hsnet episodes (seed 0) of ``fold``'s val list."""
+    from refseg_bench.episodes import EpisodeBatch
+    from refseg_bench.loading import load_episode
+    from refseg_bench.protocols import load_protocol
+    from refseg_bench.sampler import sample_episodes
+
+    manifest = sample_episodes(dataset, fold, "val", shot, n, 0, load_protocol("hsnet"))
+    episodes = [load_episode(dataset, s, annotation).episode for s in manifest.episodes]
+    return EpisodeBatch(episodes, annotation)

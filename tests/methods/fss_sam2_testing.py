@@ -9,12 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared fakes
 
-from fakes import ListDataset
-
-from refseg_bench.episodes import EpisodeBatch
-from refseg_bench.loading import load_episode
-from refseg_bench.protocols import load_protocol
-from refseg_bench.sampler import sample_episodes
+from fakes import ListDataset, begin, val_batch  # noqa: F401 (re-exported)
 
 TINY_MODEL = {"sam2": "tiny", "sam2_version": "2.0", "sam2_checkpoint": None,
               "image_size": 64, "dino": "tiny", "dino_checkpoint": None, "dino_size": 70}
@@ -48,19 +43,6 @@ def tiny_net(image_size: int = 64, dino_size: int = 70, seed: int = 0, **stages)
     spec = ModelSpec(sam2="tiny", sam2_checkpoint=None, image_size=image_size, dino="tiny",
                      dino_checkpoint=None, dino_size=dino_size, init_seed=seed)
     return build_net(spec, CPU, Stages(**stages))
-
-
-def begin(method, fold: int, annotation: str = "mask", shot: int = 1) -> None:
-    """Announce a unit of ``method.dataset`` as the runner does before predicting it."""
-    from refseg_bench.methods.base import Unit
-
-    method.begin_unit(Unit(method.dataset, fold, "val", shot, annotation, 0))
-
-
-def val_batch(dataset, fold: int, shot: int, annotation: str, n: int = 3) -> EpisodeBatch:
-    manifest = sample_episodes(dataset, fold, "val", shot, n, 0, load_protocol("hsnet"))
-    episodes = [load_episode(dataset, s, annotation).episode for s in manifest.episodes]
-    return EpisodeBatch(episodes, annotation)
 
 
 __all__ = ["CPU", "ListDataset", "begin", "tiny_method", "tiny_net", "tiny_options",

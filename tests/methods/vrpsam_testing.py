@@ -9,12 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared fakes
 
-from fakes import ListDataset
-
-from refseg_bench.episodes import EpisodeBatch
-from refseg_bench.loading import load_episode
-from refseg_bench.protocols import load_protocol
-from refseg_bench.sampler import sample_episodes
+from fakes import ListDataset, begin, val_batch  # noqa: F401 (re-exported)
 
 TINY_MODEL = {"sam": "tiny", "sam_checkpoint": None, "sam_image_size": 128,
               "backbone": "resnet_v2_tiny", "backbone_checkpoint": None, "image_size": 64,
@@ -35,19 +30,6 @@ def tiny_method(checkpoint_dir: Path, dataset=None, **overrides):
     method = VRPSAM.from_config(tiny_options(checkpoint_dir, **overrides))
     method.setup(torch.device("cpu"), dataset or ListDataset())
     return method
-
-
-def begin(method, fold: int, annotation: str = "mask", shot: int = 1) -> None:
-    """Announce a unit of ``method.dataset`` as the runner does before predicting it."""
-    from refseg_bench.methods.base import Unit
-
-    method.begin_unit(Unit(method.dataset, fold, "val", shot, annotation, 0))
-
-
-def val_batch(dataset, fold: int, shot: int, annotation: str, n: int = 3) -> EpisodeBatch:
-    manifest = sample_episodes(dataset, fold, "val", shot, n, 0, load_protocol("hsnet"))
-    episodes = [load_episode(dataset, s, annotation).episode for s in manifest.episodes]
-    return EpisodeBatch(episodes, annotation)
 
 
 __all__ = ["ListDataset", "begin", "tiny_method", "tiny_options", "val_batch"]
