@@ -9,9 +9,9 @@ loop over pixels. Per episode, with ``lab1 = label + 1`` (uint8 wraps, so 0 = ig
 - ``count_nonzero(q)`` = predicted foreground on valid pixels and ``sum(q)`` = that + the
   true positives.
 
-``sum`` of a byte plane holding 0-2 is a word-level sum: the plane is read as int64 words
+``sum`` of a byte plane holding 0-2 is a word-level sum: the plane is read as uint64 words
 (8 pixels each) and added in runs of ``_WORDS_PER_CHUNK`` words, so no byte lane exceeds
-126 and none carries into the next; the 8 lanes are then added up.
+254 and none carries into the next; the 8 lanes are then added up.
 
 The prediction is read once to threshold it and once to check that it is a probability.
 Both passes read it in its own dtype: a method that hands over a bool mask (PerSAM's hard
@@ -28,7 +28,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-_WORDS_PER_CHUNK = 63  # 63 * 2 = 126 <= 255: a byte lane of 0-2 values never overflows
+# 127 * 2 = 254 <= 255: a byte lane of 0-2 values never overflows. (The torch path stops at
+# 63 to keep its int64 words non-negative; NumPy adds uint64.) Longer runs halve the lanes
+# left to add byte by byte, NumPy's slow widening sum.
+_WORDS_PER_CHUNK = 127
 _CHUNK = 8 * _WORDS_PER_CHUNK  # pixels per word run; a plane is padded to a multiple of it
 _ONE_BITS = {torch.float32: 0x3F800000, torch.float16: 0x3C00, torch.bfloat16: 0x3F80}
 
@@ -92,11 +95,11 @@ def _episode(pred: torch.Tensor, label: torch.Tensor, index: int, work: np.ndarr
 def _byte_sums(planes: np.ndarray) -> list[int]:
     """Row sums of ``(K, L)`` uint8 planes of 0-2 values, ``L`` a multiple of ``_CHUNK``.
 
-    Words ``j, j + L/504, j + 2 L/504, ...`` (63 of them) are added: summing along the
+    Words ``j, j + L/1016, j + 2 L/1016, ...`` (127 of them) are added: summing along the
     leading axis adds whole rows elementwise, NumPy's fastest reduction."""
     k = planes.shape[0]
     words = planes.view(np.uint64).reshape(k, _WORDS_PER_CHUNK, -1)
-    runs = words.sum(axis=1, dtype=np.uint64)  # (K, L / 504), byte lanes <= 126
+    runs = words.sum(axis=1, dtype=np.uint64)  # (K, L / 1016), byte lanes <= 254
     return runs.view(np.uint8).reshape(k, -1).sum(axis=1, dtype=np.int64).tolist()
 
 
