@@ -8,6 +8,9 @@ Sections (one function each, called in turn by ``main``):
   over as float32 probabilities, as float16 probabilities (the values are generated
   exactly representable in float16) and as bool masks (what a method with a binary
   output, e.g. PerSAM, hands over). Every result is checked equal to the reference's.
+  Beside each original-size row, a floor: one NumPy reduction over each prediction's and
+  label's bytes, what any NumPy scorer pays to read its inputs once (per-call overhead
+  included), as a ratio to the reference too: the most the scorer could reach.
 - scorer on the GPU (skipped without CUDA): episodes/s and the bytes of prediction and
   label read per second, against a device-to-device copy's bandwidth.
 - harness overhead: a ``proto`` and an ``oracle`` run through the real runner; the runner's
@@ -125,12 +128,26 @@ def scorer_section(args: argparse.Namespace) -> list[Row]:
                             args.episodes / sec, 1e6 * cpu / args.episodes,
                             ref_s / n_ref / (sec / args.episodes),
                             ref_cpu / n_ref / (cpu / args.episodes)))
+            if size is None:
+                sec, cpu = best_time(lambda x=inputs: _read_once(x, labels), args.repeats)
+                rows.append(Row("scorer", f"floor: read once, {kind}, {where}",
+                                args.episodes / sec, 1e6 * cpu / args.episodes,
+                                ref_s / n_ref / (sec / args.episodes),
+                                ref_cpu / n_ref / (cpu / args.episodes)))
     return rows
+
+
+def _read_once(preds: list[torch.Tensor], labels: list[torch.Tensor]) -> None:
+    """One NumPy max over the bytes of each prediction and label: the memory reads and
+    per-call overhead that any NumPy scorer of these inputs pays at least."""
+    for p, lab in zip(preds, labels, strict=True):
+        p.numpy().view(np.uint8).max()
+        lab.numpy().max()
 
 
 def scorer_headlines(rows: list[Row]) -> None:
     for r in rows:
-        if r.cpu_speedup is not None and "original size" in r.case:
+        if r.case.startswith("batch") and "original size" in r.case:
             kind = r.case.split(", ")[1]
             headline(f"scorer vs per-episode NumPy, {kind}, original size (CPU time)",
                      r.cpu_speedup, SCORER_TARGET,

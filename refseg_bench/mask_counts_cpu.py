@@ -9,9 +9,9 @@ loop over pixels. Per episode, with ``lab1 = label + 1`` (uint8 wraps, so 0 = ig
 - ``count_nonzero(q)`` = predicted foreground on valid pixels and ``sum(q)`` = that + the
   true positives.
 
-``sum`` of a byte plane holding 0-2 is a word-level sum: the plane is read as int64 words
+``sum`` of a byte plane holding 0-2 is a word-level sum: the plane is read as uint64 words
 (8 pixels each) and added in runs of ``_WORDS_PER_CHUNK`` words, so no byte lane exceeds
-126 and none carries into the next; the 8 lanes are then added up.
+254 and none carries into the next; the 8 lanes are then added up.
 
 The prediction is read once to threshold it and once to check that it is a probability.
 Both passes read it in its own dtype: a method that hands over a bool mask (PerSAM's hard
@@ -28,7 +28,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-_WORDS_PER_CHUNK = 63  # 63 * 2 = 126 <= 255: a byte lane of 0-2 values never overflows
+# 127 * 2 = 254 <= 255: a byte lane of 0-2 values never overflows. (The torch path stops at
+# 63 to keep its int64 words non-negative; NumPy adds uint64.) Longer runs halve the lanes
+# left to add byte by byte, NumPy's slow widening sum.
+_WORDS_PER_CHUNK = 127
 _CHUNK = 8 * _WORDS_PER_CHUNK  # pixels per word run; a plane is padded to a multiple of it
 _ONE_BITS = {torch.float32: 0x3F800000, torch.float16: 0x3C00, torch.bfloat16: 0x3F80}
 
@@ -44,7 +47,7 @@ def count_totals_cpu(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tenso
 
     n_max = max((p.numel() if size is None else size * size for p in preds), default=0)
     work = np.zeros((2, -(-n_max // _CHUNK) * _CHUNK), np.uint8)  # lab1 and q, reused
-    out = np.zeros((len(preds), 4), np.int64)
+    rows = []
     for i, (pred, label) in enumerate(zip(preds, labels, strict=True)):
         label = label.cpu()
         if size is not None:  # check the label before resizing hides some of its pixels
@@ -56,17 +59,19 @@ def count_totals_cpu(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tenso
             if not _quick_range_ok(pred):
                 _check_range(pred, i)
             pred, label = resize_episode(pred, label, size)
-        out[i] = _episode(pred, label, i, work, ignore=ignore, threshold=threshold,
-                          checked=size is not None)
-    return torch.from_numpy(out)
+        rows.append(_episode(pred, label, i, work, ignore=ignore, threshold=threshold,
+                             checked=size is not None))
+    return torch.tensor(rows, dtype=torch.int64).reshape(-1, 4)
 
 
 def _episode(pred: torch.Tensor, label: torch.Tensor, index: int, work: np.ndarray, *,
              ignore: bool, threshold: float, checked: bool) -> tuple[int, int, int, int]:
     """Totals of one episode; ``work``: ``(2, >= padded size)`` uint8 scratch;
-    ``checked``: the prediction's range was already checked."""
-    from refseg_bench.mask_counts import raise_bad_labels
+    ``checked``: the prediction's range was already checked.
 
+    Each NumPy or torch call costs about a microsecond besides its pixels (some 20 per
+    episode: a sixth to a quarter of a PASCAL-sized episode's time), so each input is
+    converted to NumPy once and imports wait for the error path."""
     lab = label.numpy().reshape(-1)
     n = lab.size
     if n == 0:
@@ -76,6 +81,8 @@ def _episode(pred: torch.Tensor, label: torch.Tensor, index: int, work: np.ndarr
     np.add(lab, 1, out=lab1[:n])
     lab1[n:] = 0  # padding: never valid
     if lab1.max() > 2:  # a value outside {0, 1, 255}
+        from refseg_bench.mask_counts import raise_bad_labels
+
         raise_bad_labels([label], first_index=index)
     fg_pred = _foreground(pred, index, threshold, checked)
     np.multiply(fg_pred.view(np.uint8), lab1[:n], out=q[:n])
@@ -92,11 +99,11 @@ def _episode(pred: torch.Tensor, label: torch.Tensor, index: int, work: np.ndarr
 def _byte_sums(planes: np.ndarray) -> list[int]:
     """Row sums of ``(K, L)`` uint8 planes of 0-2 values, ``L`` a multiple of ``_CHUNK``.
 
-    Words ``j, j + L/504, j + 2 L/504, ...`` (63 of them) are added: summing along the
+    Words ``j, j + L/1016, j + 2 L/1016, ...`` (127 of them) are added: summing along the
     leading axis adds whole rows elementwise, NumPy's fastest reduction."""
     k = planes.shape[0]
     words = planes.view(np.uint64).reshape(k, _WORDS_PER_CHUNK, -1)
-    runs = words.sum(axis=1, dtype=np.uint64)  # (K, L / 504), byte lanes <= 126
+    runs = words.sum(axis=1, dtype=np.uint64)  # (K, L / 1016), byte lanes <= 254
     return runs.view(np.uint8).reshape(k, -1).sum(axis=1, dtype=np.int64).tolist()
 
 
@@ -107,28 +114,34 @@ def _foreground(pred: torch.Tensor, index: int, threshold: float,
     it, as torch compares a tensor with a Python number (``torch.gt`` on an accelerator
     gives the same answer).
 
-    Half-precision probabilities compare their bit patterns: for non-negative values the
-    unsigned patterns are ordered like the values, so ``bits(x) > bits(t)`` is exactly
-    ``x > t``. Anything that fails the quick range test (including -0.0, whose pattern
-    has the sign bit) takes the float path instead.
+    Float32 and half-precision probabilities are read once as unsigned bit patterns, for
+    the quick range test (``_quick_range_ok``), and once as values (float32) or patterns
+    (half: for non-negative values the unsigned patterns are ordered like the values, so
+    ``bits(x) > bits(t)`` is exactly ``x > t``). Anything that fails the quick test
+    (including -0.0, whose pattern has the sign bit) takes the exact float path instead.
     """
     t = pred.detach()
-    cut = _cut(t.dtype, threshold)
-    if t.dtype == torch.bool:
+    dtype = t.dtype
+    if dtype == torch.bool:
         mask = t.numpy().reshape(-1)
         return mask if 0 <= threshold < 1 else np.full(mask.shape, threshold < 0)
     if not t.is_floating_point():  # an integer 0/1 mask: rare, so torch's own comparison
         return torch.gt(t, threshold).numpy().reshape(-1)
-    if t.dtype in (torch.float16, torch.bfloat16):
-        cut_bits = _half_cut_bits(t.dtype, threshold)
+    if dtype in (torch.float16, torch.bfloat16):
+        cut_bits = _half_cut_bits(dtype, threshold)
         # Not after resizing: an all -0.0 patch stays -0.0, whose pattern is not ordered.
-        if cut_bits is not None and not checked and _quick_range_ok(t):
-            return np.greater(t.view(torch.int16).numpy().reshape(-1).view(np.uint16),
-                              cut_bits)
+        if cut_bits is not None and not checked:
+            # NumPy has float16 but no bfloat16; a torch view costs a few microseconds
+            raw = t.numpy() if dtype == torch.float16 else t.view(torch.int16).numpy()
+            bits = raw.reshape(-1).view(np.uint16)
+            if bits.max(initial=0) <= _ONE_BITS[dtype]:
+                return np.greater(bits, cut_bits)
         t = t.float()
-    if not checked and not _quick_range_ok(t):
+    values = t.numpy().reshape(-1)
+    if not checked and not _range_ok_flat(values):
         _check_range(t, index)  # exact: -0.0 is a false alarm of the quick test
-    return np.greater(t.numpy().reshape(-1), cut)  # cut is exact in float32 and float64
+    # The cut of the prediction's own dtype (a half's cut is exact in float32 too).
+    return np.greater(values, _cut(dtype, threshold))
 
 
 def _quick_range_ok(pred: torch.Tensor) -> bool:
@@ -140,10 +153,14 @@ def _quick_range_ok(pred: torch.Tensor) -> bool:
         return True
     if t.dtype in (torch.float16, torch.bfloat16):
         return bool(t.view(torch.int16).numpy().view(np.uint16).max() <= _ONE_BITS[t.dtype])
-    values = t.numpy()
+    return _range_ok_flat(t.numpy())
+
+
+def _range_ok_flat(values: np.ndarray) -> bool:
+    """``_quick_range_ok`` of a float32 or float64 array."""
     if values.dtype == np.float32:
-        return bool(values.view(np.uint32).max() <= _ONE_BITS[torch.float32])
-    return bool(values.min() >= 0 and values.max() <= 1)
+        return bool(values.view(np.uint32).max(initial=0) <= _ONE_BITS[torch.float32])
+    return bool(values.min(initial=0) >= 0 and values.max(initial=0) <= 1)
 
 
 @functools.lru_cache(maxsize=64)

@@ -317,6 +317,20 @@ def test_cpu_kernel_exact_on_masks(dtype, threshold):
         reference_episode_totals(preds, labels, threshold=threshold))
 
 
+@pytest.mark.parametrize("ignore", [True, False])
+def test_full_foreground_fills_every_byte_lane(ignore):
+    # All-foreground label and prediction: every byte of both count planes is 2, so each
+    # run of summed words reaches its largest lane value; one image spans many runs plus
+    # padding, another ends exactly on a run.
+    preds = [torch.ones(150, 170), torch.ones(127, 64) > 0]
+    labels = [torch.ones(150, 170, dtype=torch.uint8), torch.ones(127, 64, dtype=torch.uint8)]
+    got = episode_totals(preds, labels, ignore=ignore)
+    want = [[150 * 170, 150 * 170, 0, 0], [127 * 64, 127 * 64, 0, 0]]
+    np.testing.assert_array_equal(got.numpy(), want)
+    np.testing.assert_array_equal(got.numpy(), reference_episode_totals(preds, labels,
+                                                                        ignore=ignore))
+
+
 def test_cpu_kernel_agrees_with_the_accelerator_path_on_all_dtypes():
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.bool):
         preds, labels = _edge_episodes(torch.float32, seed=3)
