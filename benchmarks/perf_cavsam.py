@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 from blob_episodes import make_episode
+from perf_report import headline, skipped
 
 from refseg_bench.episodes import EpisodeBatch
 from refseg_bench.methods.cavsam.timing import STAGES
@@ -98,6 +99,9 @@ def cpu_section(args) -> None:
     rows["two-frame video"] = breakdown(plain, episodes(n, args.size, False, 2), args.warmup)
     print_table(rows)
     print(f"LoRA / inversion cache over both full runs: {full.dbst.counts}")
+    for name, r in rows.items():
+        headline(f"cavsam CPU, tiny preset, {name}: seconds per episode", r["total"],
+                 unit="s", higher=False)
 
 
 def gpu_section(args) -> None:
@@ -106,6 +110,7 @@ def gpu_section(args) -> None:
     device = torch.device(args.real_device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("\n== GPU, real size: skipped (no CUDA device; run on a machine with a GPU)")
+        skipped("cavsam GPU, real size: seconds per episode", "no CUDA device", unit="s")
         return
     official = not missing_checkpoints(["sam2_hiera_t", "sd21_base"])
     # without the official files: random weights of the real architectures

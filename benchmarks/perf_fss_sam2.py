@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from blob_episodes import eval_rate, make_episode, sync
+from perf_report import headline, skipped
 
 from refseg_bench.methods.base import Unit
 from refseg_bench.methods.fss_sam2 import trainer as T
@@ -79,6 +80,8 @@ def section(name: str, size_name: str, model: dict, train: dict, device: torch.d
         cold = eval_rate(method, device, size, args.episodes, shot, warm=False)
         warm = eval_rate(method, device, size, args.episodes, shot, warm=True)
         one = one or cold
+        headline(f"fss_sam2 {name}, {shot}-shot evaluation: episodes/s", cold, unit="ep/s",
+                 note=f"{warm:.1f} episodes/s with cached features")
         print(f"evaluation {shot}-shot: {cold:7.1f} episodes/s new images, {warm:7.1f} "
               f"episodes/s cached features (x{warm / cold:.2f}); cost vs 1-shot "
               f"x{one / cold:.2f}")
@@ -103,6 +106,9 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("\n== GPU, real size: skipped (no CUDA device here); run this script on a GPU "
               "machine for the real-size numbers (Hiera-S at 512, bf16).")
+        for shot in (1, 5):
+            skipped(f"fss_sam2 GPU, real size (random weights), {shot}-shot evaluation: "
+                    "episodes/s", "no CUDA device", unit="ep/s")
         return 0
     real = OmegaConf.to_container(presets.real)
     section("GPU, real size (random weights)", "real", REAL_MODEL,

@@ -47,11 +47,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "methods"))
 
 import matcher_official  # noqa: E402
+from perf_report import headline, skipped  # noqa: E402
 
 from refseg_bench.episodes import Annotation, Episode, EpisodeSpec  # noqa: E402
 from refseg_bench.methods.matcher.adapter import Matcher  # noqa: E402
 
 _CHILD = "--adapter-child"
+TARGET = 3.0  # x: the official code's mean seconds per episode over ours
 
 
 def _episode(index: int, cls: int, names: tuple[str, str], query: np.ndarray,
@@ -174,6 +176,9 @@ def compare(title: str, setting: str, episodes: list[Episode], options: dict,
           f"{stats.misses}")
     if any(n != len(episodes) for n in same.values()):
         raise SystemExit(f"{title} {name}: masks differ from the official code: {same}")
+    ratio = float(np.mean(columns["official"]["seconds"]) / np.mean(seconds))
+    headline(f"matcher vs official code, {title}, {name}, {device.type}", ratio, TARGET,
+             note=f"{len(episodes)} episodes, identical masks")
 
 
 def main() -> None:
@@ -196,8 +201,11 @@ def main() -> None:
                    "compare with (a 'before' column)")
     args = p.parse_args()
     if not os.environ.get(matcher_official.OFFICIAL_ENV):
-        raise SystemExit(f"set {matcher_official.OFFICIAL_ENV} to a checkout of "
-                         "github.com/aim-uofa/Matcher")
+        reason = (f"set {matcher_official.OFFICIAL_ENV} to a checkout of "
+                  "github.com/aim-uofa/Matcher (and install cv2)")
+        print(f"skipped: {reason}")
+        skipped("matcher vs official code, per episode", reason, TARGET)
+        return
     grid = ("--points_per_side", str(args.grid)) if args.grid != 64 else ()
     extra = {"coco": grid, "coco_5shot": grid, "lvis": grid, "lvis_5shot": grid}
     cpu = torch.device("cpu")
@@ -220,6 +228,7 @@ def main() -> None:
             print("\nGPU section skipped: CUDA is not available. It compares the official "
                   "code and the adapter per episode with SAM ViT-H at 1024 and DINOv2 "
                   "ViT-L/14 (random calibrated weights); run it on a machine with a GPU.")
+            skipped("matcher vs official code, real size, cuda", "no CUDA device", TARGET)
             return
         real_random = {"size": "real", "model": {"sam_checkpoint": None,
                                                  "dinov2_checkpoint": None,

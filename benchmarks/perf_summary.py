@@ -34,6 +34,9 @@ QUICK: dict[str, list[str]] = {
     "baselines_synthetic.py": ["--episodes", "40", "--folds", "0"],
     "perf_persam.py": ["--episodes", "4", "--warmup", "1", "--train-iters", "200"],
     "perf_vrpsam.py": ["--steps", "5", "--warmup", "1", "--episodes", "16"],
+    "perf_fss_sam2.py": ["--steps", "3", "--warmup", "1", "--episodes", "8"],
+    "perf_cavsam.py": ["--episodes", "1"],
+    "perf_matcher.py": ["--episodes", "2", "--fold", "2", "1", "4"],
     "perf_models_gpu.py": [],
 }
 
