@@ -94,8 +94,10 @@ def official(ctx: Context) -> Side:
 
 
 def _miou(masks: dict[str, np.ndarray], truth: dict) -> float:
-    """Class mIoU (percent) of the official masks against our labels, 255 ignored: the
-    number our side reports, for the table (the official script prints its own)."""
+    """Class mIoU (percent) of the official masks against our labels, 255 ignored, over the
+    classes seen, for the table (the official script prints its own). Our side averages
+    over all the fold's classes, an unseen one counting 0 (HSNet's evaluator), so the two
+    agree once every class of the fold has an episode."""
     inter: dict[int, int] = {}
     union: dict[int, int] = {}
     for i, (label, c) in enumerate(zip(truth["labels"], truth["classes"], strict=True)):

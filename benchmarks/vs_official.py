@@ -9,7 +9,9 @@ the same weight files. Each side runs in a fresh subprocess (no module clashes, 
 caches), timed from inside: the official loop from its model build or first image read to
 its mIoU, ours the whole ``run()`` (dataset lists, manifest, model build, loop, scoring,
 record and plots). The masks of every scored episode are compared and must be identical;
-the table prints both wall times and their ratio.
+the table prints both wall times and their ratio. The mIoU printed per side is that side's
+own average (over the fold's classes, the classes seen, or per object); with identical
+masks any difference between the two is in that averaging.
 
 Two kinds of episodes (``official_episodes.py``), both run by default:
 
