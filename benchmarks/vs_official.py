@@ -307,8 +307,10 @@ def compare(comp: Comparison, kind: str, args, folder: Path) -> tuple:
     row = (comp.name, kind, official, ours, same, total, reuse)
     print_row(*row)
     if differing:
+        pixels = {k: _pixels_apart(official.masks[k], ours.masks[k]) for k in differing[:5]}
         raise AssertionError(f"{comp.name} ({kind}): {len(differing)} of {total} masks "
-                             f"differ from the official loop's, e.g. episodes {differing[:3]}")
+                             f"differ from the official loop's; pixels apart by episode "
+                             f"(first five): {pixels}")
     # Conservative: the figures PerSAM's scripts draw per image are left out.
     official_s = official.seconds - official.timing.get("figure_s", 0.0)
     figures = f" without its figures ({official.seconds:.1f} s with)" \
@@ -318,6 +320,13 @@ def compare(comp: Comparison, kind: str, args, folder: Path) -> tuple:
              note=f"{total} masks identical; {reuse}; official {official_s:.1f} s{figures}, "
                   f"ours {ours.seconds:.1f} s")
     return row
+
+
+def _pixels_apart(a: np.ndarray, b: np.ndarray) -> str:
+    """How two masks differ: the count of differing pixels, or both shapes."""
+    if a.shape != b.shape:
+        return f"shapes {a.shape} vs {b.shape}"
+    return f"{int((a != b).sum())} of {a.size}"
 
 
 def _headline_name(name: str, kind: str, args) -> str:
