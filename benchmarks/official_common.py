@@ -29,12 +29,19 @@ class Context:
 @dataclass
 class Side:
     """One side's result: ``seconds`` (wall), ``miou`` (percent), ``masks`` per episode key,
-    and a ``timing`` breakdown (seconds by stage) printed under the table."""
+    and a ``timing`` breakdown (seconds by stage) printed under the table.
+
+    ``near`` (official sides that expose their scores; empty otherwise): per episode key,
+    ``(H, W)`` bool, the pixels whose score lies within a stated band of the threshold,
+    where the two sides' float rounding (last bits, e.g. ~1e-7 on a logit) may decide
+    differently; ``near_rule`` states the band (printed with the mask check)."""
 
     seconds: float
     miou: float
     masks: dict[str, np.ndarray]
     timing: dict = field(default_factory=dict)
+    near: dict[str, np.ndarray] = field(default_factory=dict)
+    near_rule: str = ""
 
 
 @dataclass(frozen=True)
