@@ -62,7 +62,8 @@ regress: $(STAMP)
 
 # Every benchmark under benchmarks/ with short settings (ARGS="--full" for their defaults,
 # ARGS="--only vs_official" for one), then one table of headline ratios and targets.
-# Official comparisons need PERSAM_OFFICIAL_DIR / VRPSAM_OFFICIAL_DIR (else skipped).
+# Official comparisons need PERSAM_OFFICIAL_DIR / VRPSAM_OFFICIAL_DIR /
+# MATCHER_OFFICIAL_DIR / FSSAM_OFFICIAL_DIR (else skipped).
 perf: $(STAMP)
 	$(BIN)/python benchmarks/perf_summary.py $(ARGS)
 

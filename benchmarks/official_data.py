@@ -35,19 +35,41 @@ def _object_scene(h: int, w: int, colour: np.ndarray, rng: np.random.Generator
     return np.clip(img, 0, 255).astype(np.uint8), mask
 
 
-def write_perseg(root: Path, n_objects: int, n_images: int, side: int, seed: int = 0) -> None:
-    """``Images/obj_<k>/<NN>.jpg`` and ``Annotations/obj_<k>/<NN>.png`` (0/1 palette PNG),
-    ``n_images`` per object (``00`` is the reference), sides around ``side`` px."""
+def object_name(k: int) -> str:
+    """``obj_a``, ``obj_b``, ..., ``obj_ba``...: letters only, so that no name holds the
+    ``00`` that ``eval_miou.py`` looks for in paths to skip the reference."""
+    letters = ""
+    while True:
+        letters = chr(ord("a") + k % 26) + letters
+        k //= 26
+        if k == 0:
+            return f"obj_{letters}"
+
+
+def write_perseg(root: Path, n_objects: int, n_images: int, side: int, seed: int = 0, *,
+                 square: bool = False, palette: bool = True) -> None:
+    """``Images/obj_<k>/<NN>.jpg`` and ``Annotations/obj_<k>/<NN>.png``, ``n_images`` per
+    object (``00`` is the reference), sides around ``side`` px (``square``: exactly
+    ``side x side``). Annotations are 0/1 palette PNGs as PerSeg's (index 1 shows as the VOC
+    colour (128, 0, 0)), or with ``palette=False`` 0/1 greyscale (the value 1 whichever
+    library reads them)."""
     rng = np.random.default_rng(seed)
     for k in range(n_objects):
         colour = rng.uniform(120, 255, 3)
-        name = f"obj_{chr(ord('a') + k)}"
+        name = object_name(k)
         for d in ("Images", "Annotations"):
             (root / d / name).mkdir(parents=True, exist_ok=True)
         for i in range(n_images):
-            h, w = int(side * rng.uniform(0.75, 1.0)), int(side * rng.uniform(1.0, 1.33))
+            h, w = (side, side) if square else \
+                (int(side * rng.uniform(0.75, 1.0)), int(side * rng.uniform(1.0, 1.33)))
             image, mask = _object_scene(h, w, colour, rng)
             Image.fromarray(image).save(root / "Images" / name / f"{i:02d}.jpg", format="PNG")
-            label = Image.fromarray(mask.astype(np.uint8), mode="P")
-            label.putpalette(_PALETTE)
-            label.save(root / "Annotations" / name / f"{i:02d}.png")
+            write_mask(root / "Annotations" / name / f"{i:02d}.png", mask, palette)
+
+
+def write_mask(path: Path, mask: np.ndarray, palette: bool = True) -> None:
+    """A 0/1 mask PNG: palette (index 1 = (128, 0, 0), PerSeg's) or greyscale."""
+    label = Image.fromarray(mask.astype(np.uint8), mode="P" if palette else "L")
+    if palette:
+        label.putpalette(_PALETTE)
+    label.save(path)

@@ -26,11 +26,13 @@ transform (``Resize(img_size)``, ``ToTensor``, ``Normalize``), ``DatasetPASCAL``
   ``fvcore`` and ``tensorboardX``, imported but never used on this path, are stubbed when
   absent.
 
-The dataset is the embedded synthetic benchmark (PASCAL-style labels: class ids, 255
-band) with every image resampled to ``S x S`` (``S`` = the input size), so that neither
-side resizes an image: PIL's resize (official) and our antialiased float resize differ in
-the last bits, which is not what this benchmark measures. Scoring is at ``S x S`` on both
-sides (the protocol's ``scoring.size``), as ``use_original_imgsize=False`` does.
+Episodes (``official_episodes.py``): recurring, the ``vrp-sam`` preset's draws on the
+synthetic benchmark (PASCAL-style labels: class ids, 255 band); distinct, generated pairs
+copied into the PASCAL layout. Every image is ``S x S`` (``S`` = the input size), so that
+neither side resizes an image: PIL's resize (official) and our antialiased float resize
+differ in the last bits, which is not what this benchmark measures. Scoring is at
+``S x S`` on both sides (the protocol's ``scoring.size``), as
+``use_original_imgsize=False`` does.
 """
 
 from __future__ import annotations
@@ -46,11 +48,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from vs_official import Context, Side, run_ours
+from official_common import Comparison, Context, Side, run_ours
+from official_episodes import EpisodeSet, distinct, pascal_view, recurring
 
 OFFICIAL_ENV = "VRPSAM_OFFICIAL_DIR"
-N_PER_CLASS = 4
+
+
+def comparison() -> Comparison:
+    return Comparison("vrpsam", OFFICIAL_ENV, prepare, official, ours)
 
 
 def _size(ctx: Context) -> int:
@@ -67,54 +72,30 @@ def _model(ctx: Context) -> dict:
 
 
 def _overrides(ctx: Context) -> list[str]:
-    return ["method=vrpsam", "dataset=synthetic", f"dataset_args.root={ctx.shared / 'data'}",
-            f"dataset_args.n_per_class={N_PER_CLASS}", "protocol=vrp-sam", "annotation=mask",
-            "shot=1", f"episodes={ctx.args.episodes}", "fold=0",
-            f"protocol_args.scoring.size={_size(ctx)}", "method_args.size=tiny",
+    """Our run's method settings (the episodes' settings come from ``episodes.json``)."""
+    return ["method=vrpsam", "method_args.size=tiny",
             f"method_args.presets={json.dumps({'tiny': {'model': _model(ctx), 'train': {}}})}",
             f"method_args.checkpoint={ctx.shared / 'vrp_encoder.pt'}"]
 
 
 def prepare(ctx: Context) -> None:
-    """The synthetic benchmark at ``S x S``, our manifest's episodes, and the weight files
-    (random SAM and encoder, the backbone inside the encoder file)."""
-    from refseg_bench.config import resolve_config
-    from refseg_bench.datasets.synthetic import SyntheticDataset
+    """The episodes at ``S x S`` and the weight files (random SAM and encoder, the
+    backbone inside the encoder file)."""
     from refseg_bench.methods.vrpsam.build import build_net
     from refseg_bench.methods.vrpsam.settings import ModelSpec
     from refseg_bench.methods.vrpsam.store import save_encoder
-    from refseg_bench.runner import plan_run
-    from refseg_bench.sampler import sample_episodes
 
-    data = SyntheticDataset(ctx.shared / "data", n_per_class=N_PER_CLASS)
-    _resample(data.data_dir, _size(ctx))
+    a, size = ctx.args, _size(ctx)
+    scoring = (f"protocol_args.scoring.size={size}",)
+    if ctx.kind == "recurring":
+        es = recurring(ctx.shared, a.per_class, a.episodes, "vrp-sam", side=size, extra=scoring)
+    else:
+        es = distinct(ctx.shared, a.objects or a.episodes, size, a.seed, extra=scoring)
+    es.save(ctx.shared / "episodes.json")
     spec = ModelSpec(**{**_model(ctx), "sam_checkpoint": None})
     net = build_net(spec, torch.device("cpu"))
     torch.save(net.sam.state_dict(), ctx.shared / "sam.pt")
     save_encoder(net.encoder, ctx.shared / "vrp_encoder.pt")
-    cfg = resolve_config([*_overrides(ctx), f"results_dir={ctx.shared / 'plan'}"])
-    plan = plan_run(cfg)  # exactly what the runner samples
-    manifest = sample_episodes(plan.dataset, 0, cfg.split, 1, plan.n_episodes, plan.seeds[0],
-                               plan.protocol)
-    episodes = [[e.query, list(e.supports), e.class_id] for e in manifest.episodes]
-    (ctx.shared / "episodes.json").write_text(json.dumps(episodes))
-
-
-def _resample(data_dir: Path, size: int) -> None:
-    """Every image to ``size x size`` (bilinear, stored losslessly) and label (nearest),
-    with ``index.json`` recounted."""
-    index = json.loads((data_dir / "index.json").read_text())
-    for item in index:
-        jpg = data_dir / "JPEGImages" / f"{item}.jpg"
-        Image.open(jpg).convert("RGB").resize((size, size), Image.BILINEAR).save(jpg, "PNG")
-        png = data_dir / "SegmentationClass" / f"{item}.png"
-        label = np.asarray(Image.open(png).resize((size, size), Image.NEAREST))
-        Image.fromarray(label).save(png)
-        values, counts = np.unique(label, return_counts=True)
-        index[item] = {"size": [size, size],
-                       "areas": {str(v): int(n) for v, n in zip(values, counts, strict=True)
-                                 if 0 < v <= 20}}
-    (data_dir / "index.json").write_text(json.dumps(index, sort_keys=True))
 
 
 # --- the official side ----------------------------------------------------------------------
@@ -192,7 +173,7 @@ def official(ctx: Context) -> Side:
     from data.pascal import DatasetPASCAL
     import model.VRP_encoder as vrp
 
-    episodes = json.loads((ctx.shared / "episodes.json").read_text())
+    view = pascal_view(EpisodeSet.load(ctx.shared / "episodes.json"), ctx.work / "pascal")
     args = argparse.Namespace(condition="mask", num_query=50, backbone="resnet50", seed=321,
                               use_ignore=True, benchmark="pascal", bsz=ctx.args.official_batch)
     timing, start = {}, time.perf_counter()
@@ -207,10 +188,9 @@ def official(ctx: Context) -> Side:
     torch.nn.Module.__init__(sam_model)
     sam_model.sam_model = _official_sam(_model(ctx)["sam"], ctx.shared / "sam.pt", ctx.device)
     Evaluator.initialize(args)
-    FSSDataset.initialize(img_size=_size(ctx), datapath=str(ctx.shared / "data"),
+    FSSDataset.initialize(img_size=_size(ctx), datapath=str(view.images.parent),
                           use_original_imgsize=False)
-    data_dir = next((ctx.shared / "data").glob("v1*"))
-    dataset = _manifest_dataset(DatasetPASCAL, data_dir, episodes, FSSDataset.transform)
+    dataset = _manifest_dataset(DatasetPASCAL, view, FSSDataset.transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.bsz, shuffle=False,
                                          pin_memory=ctx.device.type == "cuda", num_workers=0)
     timing["build_s"] = time.perf_counter() - start
@@ -236,15 +216,16 @@ class _DDP(torch.nn.Module):
         return self.module(*args)
 
 
-def _manifest_dataset(base: type, data_dir: Path, episodes: list, transform):
-    """``DatasetPASCAL`` over our episodes: only the sampling and the folders differ."""
+def _manifest_dataset(base: type, view, transform):
+    """``DatasetPASCAL`` over our episodes (a ``PascalView``): only the sampling and the
+    folders differ."""
+    episodes = view.episodes
 
     class ManifestPASCAL(base):
         def __init__(self) -> None:  # the official __init__ reads its own list files
             self.split, self.fold, self.nfolds, self.nclass = "val", 0, 4, 20
             self.benchmark, self.shot, self.use_original_imgsize = "pascal", 1, False
-            self.img_path = f"{data_dir / 'JPEGImages'}/"
-            self.ann_path = f"{data_dir / 'SegmentationClass'}/"
+            self.img_path, self.ann_path = f"{view.images}/", f"{view.labels}/"
             self.transform = transform
             self.class_ids = self.build_class_ids()
             self.img_metadata = [q for q, _, _ in episodes]  # __getitem__ takes idx mod this
@@ -277,13 +258,9 @@ def _record_predictions(evaluator) -> list[np.ndarray]:
 
 
 def ours(ctx: Context) -> Side:
-    side = run_ours(ctx, _overrides(ctx))
-    from vs_official import saved_masks
-
-    masks = saved_masks(ctx.work / "results" / "ours", key="index")
-    episodes = json.loads((ctx.shared / "episodes.json").read_text())
-    side.masks = {str(int(k)): v for k, v in masks.items()}
-    if len(side.masks) != len(episodes):
+    es = EpisodeSet.load(ctx.shared / "episodes.json")
+    side = run_ours(ctx, [*_overrides(ctx), *es.overrides])
+    if len(side.masks) != len(es.episodes):
         raise AssertionError(f"our run scored {len(side.masks)} episodes, expected "
-                             f"{len(episodes)}")
+                             f"{len(es.episodes)}")
     return side

@@ -28,7 +28,8 @@ HERE = Path(__file__).resolve().parent
 QUICK: dict[str, list[str]] = {
     "perf_core.py": ["--repeats", "3", "--overhead-episodes", "60"],
     "vs_official.py": ["--objects", "2", "--images", "3", "--image-side", "160",
-                       "--persam-f-iters", "100", "--episodes", "8", "--vrpsam-size", "128"],
+                       "--persam-f-iters", "100", "--per-class", "2", "--episodes", "8",
+                       "--vrpsam-size", "128", "--slow-per-class", "2", "--slow-episodes", "3"],
     "perf_embedding_cache.py": ["--episodes", "200"],
     "perf_coco_prepare.py": ["--sizes", "5000", "20000"],
     "baselines_synthetic.py": ["--episodes", "40", "--folds", "0"],

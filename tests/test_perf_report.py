@@ -29,4 +29,6 @@ def test_every_benchmark_script_is_found_and_helpers_are_not():
     names = {p.name for p in benchmark_scripts()}
     assert {"perf_core.py", "vs_official.py", "perf_models_gpu.py"} <= names
     assert not names & {"perf_report.py", "perf_summary.py", "blob_episodes.py",
-                        "official_persam.py", "official_vrpsam.py", "official_data.py"}
+                        "official_persam.py", "official_vrpsam.py", "official_data.py",
+                        "official_common.py", "official_episodes.py", "official_matcher.py",
+                        "official_fss_sam2.py"}

@@ -27,7 +27,8 @@ JOB (``torch.save``): ``setting`` (script name, e.g. ``"coco"``, ``"fss_5shot"``
 uint8, ``supports``: list of (h, w, 3) uint8, ``masks``: list of (h, w) bool}.
 ``device`` (optional, default ``"cpu"``); ``extra_flags`` (optional): more ``main_oss.py``
 flags after the script's.
-OUT: ``masks`` list of (518, 518) bool tensors, ``seconds`` per episode, ``args`` (the
+OUT: ``masks`` list of (518, 518) bool tensors, ``seconds`` per episode, ``total_seconds``
+(from ``build_matcher_oss`` to the last mask: the whole official loop), ``args`` (the
 parsed official arguments).
 """
 
@@ -194,6 +195,7 @@ def run(job: dict, official_dir: Path) -> dict:
         args.dinov2_size, args.sam_size = register_tiny(job, root)
         args.dinov2_weights, args.sam_weights = str(root / "dinov2.pth"), str(root / "sam.pth")
         args.device = torch.device(job.get("device", "cpu"))
+        started = time.perf_counter()
         matcher = build_matcher_oss(args)
         loader = torch.utils.data.DataLoader(Episodes(job["episodes"], args.img_size),
                                              batch_size=1, shuffle=False, num_workers=0)
@@ -216,7 +218,8 @@ def run(job: dict, official_dir: Path) -> dict:
                 masks.append(pred[0].bool().cpu())
         plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
                  if isinstance(v, (int, float, str, bool, tuple))}
-        return {"masks": masks, "seconds": seconds, "args": plain}
+        return {"masks": masks, "seconds": seconds, "args": plain,
+                "total_seconds": time.perf_counter() - started}
 
 
 def main() -> None:

@@ -134,3 +134,20 @@ def test_describe_records_the_recipe_and_provenance(method):
     assert info["sam2"]["weights"] == "random" and info["dino"]["weights"] == "random"
     assert info["fold_weights"]["0"]["source"] == "untrained"
     assert info["train_settings"]["lr"] == 1e-3
+
+
+def test_a_sigmoid_of_exactly_one_half_is_foreground_as_in_the_official_loop(method):
+    """FSSAM's test.py keeps ``sigmoid(logit) >= 0.5``; the scorer keeps ``p > 0.5``. Logits
+    within ~1e-7 of 0 have a float32 sigmoid of exactly 0.5 and must stay foreground."""
+    logits = torch.tensor([0.0, 1e-8, -1e-8, -5e-8, 5e-8, 1e-3, -1e-3, -1.0, 1.0])
+    batch, s, out = val_batch(method.dataset, 0, 1, "mask", n=1), method.net.image_size, []
+    for logit in logits:  # a constant logit map stands in for the network's output
+        method.net.logits = lambda tensors, v=logit: torch.full((1, 1, s, s), float(v))
+        with torch.inference_mode():
+            out += method.predict(batch)
+    assert (torch.sigmoid(logits[:5]) == 0.5).all()  # the ties this is about
+    official = torch.sigmoid(logits) >= 0.5  # test.py's rule
+    assert official.tolist() == [True] * 5 + [True, False, False, True]
+    for p, logit, want in zip(out, logits, official.tolist(), strict=True):
+        assert ((p > 0.5) == want).all()  # the scorer's rule, at every pixel
+        assert (p - torch.sigmoid(logit)).abs().max() <= 6e-8  # still the probability

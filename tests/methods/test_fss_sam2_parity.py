@@ -5,13 +5,11 @@ Runs when ``FSSAM_OFFICIAL_DIR`` names a checkout of github.com/Sam1224/FSSAM (t
 missing. Both sides get the same tiny SAM 2.0 at 512 (RoPE grid 32 x 32) and tiny DINOv2 at
 560, as one official-format checkpoint, and the same images and support labels (with void
 pixels). The official side runs in its own process (its ``sam2`` package must shadow the
-installed one) from a copy of the checkout with one line changed: ``add_new_mask_batch``
-(the function this path calls) casts the memory features to bfloat16, a no-op under the
-official bf16 autocast that breaks fp32 matmuls on the CPU (mixed dtypes), so the cast
-is removed. The remaining
-stand-ins are listed in ``fssam_official_runner.py``. Optional ``DINOV2_OFFICIAL_DIR``: a
-directory holding the official ``dinov2`` package (e.g. a checkout of
-facebookresearch/dinov2) to build the tiny DINOv2 with it instead of the harness's.
+installed one) from a copy of the checkout with one line changed (a bf16 cast that breaks
+fp32 on the CPU); that change and the stand-ins are listed in ``fssam_official_runner.py``.
+Optional ``DINOV2_OFFICIAL_DIR``: a directory holding the official ``dinov2`` package (e.g.
+a checkout of facebookresearch/dinov2) to build the tiny DINOv2 with it instead of the
+harness's.
 
 Compared: the final 512 x 512 logits in fp32 on the CPU, 1-shot, and 5-shot with
 ``kshot_calibration=official`` (the official 5-shot path calibrates with the first support
@@ -24,13 +22,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from fssam_official_runner import official_copy, official_job, shared_weights
 
 OFFICIAL_ENV, DINO_ENV = "FSSAM_OFFICIAL_DIR", "DINOV2_OFFICIAL_DIR"
 _DIR = os.environ.get(OFFICIAL_ENV)
@@ -42,52 +40,7 @@ pytestmark = [
                        reason="the official FSSAM code imports einops; pip install einops"),
 ]
 TOLERANCE = 1e-5
-BF16_CAST = "maskmem_features = maskmem_features.to(torch.bfloat16)"
 HERE = Path(__file__).resolve().parent
-
-
-def official_copy(dest: Path) -> Path:
-    """The checkout copied without its large data, with the bf16 cast removed."""
-    src = Path(_DIR)
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".git", "lists", "*.so", "exp"))
-    predictor = dest / "sam2" / "sam2_video_predictor.py"
-    text = predictor.read_text()
-    start = text.index("def add_new_mask_batch(")
-    end = text.index("\n    def ", start)
-    body = text[start:end]
-    assert body.count(BF16_CAST) == 1, "the official add_new_mask_batch changed"
-    body = body.replace(BF16_CAST, "pass  # fp32 on the CPU (parity test)")
-    predictor.write_text(text[:start] + body + text[end:])
-    return dest
-
-
-def sam2_config_file(dest: Path, image_size: int) -> str:
-    """Our tiny SAM 2.0 config, written where the official Hydra search path finds it."""
-    from omegaconf import OmegaConf
-
-    from refseg_bench.models.sam2_models import sam2_config
-
-    cfg = sam2_config("tiny", "2.0", image_size, video=False, postprocessing=False)
-    cfg.model._target_ = "sam2.modeling.sam2_base.SAM2Base"  # as the official YAML files
-    name = f"parity_tiny_{image_size}.yaml"
-    (dest / "sam2_configs" / name).write_text("# @package _global_\n" + OmegaConf.to_yaml(cfg))
-    return name
-
-
-def shared_weights(seed: int = 0):
-    """A tiny FSSAMModel at 512 with every parameter perturbed, so that no tensor keeps an
-    initialiser's zeros or ones (all stages then carry signal)."""
-    from refseg_bench.methods.fss_sam2.build import build_model
-    from refseg_bench.methods.fss_sam2.settings import ModelSpec
-
-    spec = ModelSpec(sam2="tiny", sam2_checkpoint=None, image_size=512, dino="tiny",
-                     dino_checkpoint=None, dino_size=560, init_seed=seed)
-    model = build_model(spec, torch.device("cpu"))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 def episode_inputs(shot: int, batch: int = 2, seed: int = 1) -> dict:
@@ -109,18 +62,13 @@ def episode_inputs(shot: int, batch: int = 2, seed: int = 1) -> dict:
 
 def run_official(tmp_path: Path, model, inputs: dict, shot: int) -> torch.Tensor:
     from refseg_bench.methods.fss_sam2 import store
-    from refseg_bench.models.dinov2 import DINOV2_SPECS
 
-    root = official_copy(tmp_path / "official")
+    root = official_copy(Path(_DIR), tmp_path / "official")
     work = tmp_path / "work"
     work.mkdir()
     store.save_checkpoint(model, work / "weights.pth", epoch=1, optimizer={})
     torch.save(inputs, work / "inputs.pt")
-    spec = DINOV2_SPECS["tiny"]
-    job = {"shot": shot, "sam2_config": sam2_config_file(root, 512),
-           "dino_depth": spec.depth, "dino_dim": spec.embed_dim, "dino_heads": spec.heads,
-           "dino_img_size": spec.img_size, "dinov2_dir": os.environ.get(DINO_ENV),
-           "harness_root": str(HERE.parents[1])}
+    job = official_job(root, shot, 512, os.environ.get(DINO_ENV))
     (work / "job.json").write_text(json.dumps(job))
     env = {**os.environ, "PYTHONPATH": str(root), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([sys.executable, str(HERE / "fssam_official_runner.py"), str(work)],

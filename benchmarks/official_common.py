@@ -1,0 +1,88 @@
+"""What every comparison of ``vs_official.py`` shares: the context a side runs in, a
+side's result, and our side (``refseg-bench run`` through the runner API)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Context:
+    """What every side function gets: the parsed options, the device, the episode kind
+    (``recurring`` or ``distinct``, ``official_episodes.py``), a private working folder of
+    this side (``work``) and the inputs written once by ``prepare`` (``shared``)."""
+
+    args: argparse.Namespace
+    device: torch.device
+    kind: str
+    shared: Path
+    work: Path
+
+
+@dataclass
+class Side:
+    """One side's result: ``seconds`` (wall), ``miou`` (percent), ``masks`` per episode key,
+    and a ``timing`` breakdown (seconds by stage) printed under the table.
+
+    ``near`` (official sides that expose their scores; empty otherwise): per episode key,
+    ``(H, W)`` bool, the pixels whose score lies within a stated band of the threshold,
+    where the two sides' float rounding (last bits, e.g. ~1e-7 on a logit) may decide
+    differently; ``near_rule`` states the band (printed with the mask check)."""
+
+    seconds: float
+    miou: float
+    masks: dict[str, np.ndarray]
+    timing: dict = field(default_factory=dict)
+    near: dict[str, np.ndarray] = field(default_factory=dict)
+    near_rule: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``prepare`` writes the shared inputs (episodes, data, weight files) under
+    ``ctx.shared``; ``official`` and ``ours`` run one side each (in a fresh process) and
+    return a ``Side`` whose mask keys name the same episodes."""
+
+    name: str
+    env: str
+    prepare: Callable[[Context], None]
+    official: Callable[[Context], Side]
+    ours: Callable[[Context], Side]
+
+
+def run_ours(ctx: Context, overrides: list[str]) -> Side:
+    """``refseg-bench run`` in this process with ``overrides`` (method, dataset, episodes,
+    options) plus the benchmark's run settings: the embedding and reference caches, the
+    batch size and the prefetching loader workers as a user gets them. Timed whole: dataset
+    lists, manifest, model build, loop, scoring, record and plots. Masks are read back from
+    the saved predictions, keyed by episode index."""
+    from refseg_bench.config import resolve_config
+    from refseg_bench.runner import run
+
+    cfg = resolve_config([*overrides, f"results_dir={ctx.work / 'results'}", "run_id=ours",
+                          "progress=false", "save_predictions=true", f"device={ctx.device}",
+                          f"batch_size={ctx.args.batch_size}", *ctx.args.ours_args])
+    start = time.perf_counter()
+    summary = run(cfg)
+    seconds = time.perf_counter() - start
+    return Side(seconds, summary["mean_miou"], saved_masks(ctx.work / "results" / "ours"),
+                {**summary["timing"], "num_workers": summary["num_workers"]})
+
+
+def saved_masks(run_dir: Path) -> dict[str, np.ndarray]:
+    """``{episode index: (H, W) bool}`` from a run's saved prediction PNGs (fold 0)."""
+    return {str(int(png.stem)): png_mask(png)
+            for png in (run_dir / "predictions").rglob("*.png")}
+
+
+def png_mask(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("L")) > 0
