@@ -114,3 +114,15 @@ class Method(ABC):
         :mod:`refseg_bench.trust`); add ``checkpoint`` and ``checkpoint_sha256`` when
         weights are loaded from a file. The parsed options are added by the runner."""
         return {"model": self.name, "weights": "none"}
+
+
+def half_as_foreground(p: torch.Tensor) -> torch.Tensor:
+    """``p`` (probabilities, any shape) with every value of exactly 0.5 raised to the next
+    representable value, for methods whose official code counts ``sigmoid(logit) >= 0.5``
+    as foreground (FSSAM's and VRP-SAM's test loops): the scorer counts ``p > 0.5``, and in
+    float32 the sigmoid of any logit within about 1e-7 of 0 (either sign) is exactly 0.5,
+    so without this those pixels would be background here and foreground there."""
+    import torch
+
+    half = p.new_tensor(0.5)
+    return torch.where(p == half, torch.nextafter(half, p.new_tensor(1.0)), p)

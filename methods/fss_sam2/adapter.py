@@ -19,7 +19,7 @@ from dataclasses import asdict
 
 import torch
 
-from refseg_bench.methods.base import Method, Unit
+from refseg_bench.methods.base import Method, Unit, half_as_foreground
 from refseg_bench.methods.fss_sam2 import store
 from refseg_bench.methods.fss_sam2.inputs import (
     EpisodeTensors,
@@ -160,7 +160,7 @@ class FSSAM(Method):
     def predict(self, batch) -> list[torch.Tensor]:
         """Foreground probability ``(H, W)`` float32 per episode at the query's original
         size: the 512 logits bilinearly upsampled with aligned corners, then the sigmoid
-        (FSSAM ``test.py``), an exact 0.5 raised by one ulp (:func:`official_threshold`)."""
+        (FSSAM ``test.py``), an exact 0.5 raised by one ulp (``half_as_foreground``)."""
         self._require_setup()
         if self._active is None:
             raise RuntimeError("FSSAM.predict before begin_unit: the runner announces each "
@@ -174,7 +174,7 @@ class FSSAM(Method):
             for logit, size in zip(logits, tensors.sizes, strict=True):
                 up = torch.nn.functional.interpolate(logit[None], size=size, mode="bilinear",
                                                      align_corners=True)
-                out.append(official_threshold(up[0, 0].sigmoid()))
+                out.append(half_as_foreground(up[0, 0].sigmoid()))
         return out
 
     def episode_tensors(self, episodes) -> EpisodeTensors:
@@ -217,14 +217,3 @@ class FSSAM(Method):
         info["sam2"], info["dino"] = sam2.to_record(), dino.to_record()
         info["weights"] = combine(sam2.weights, dino.weights, info["trained_weights"])
         return info
-
-
-def official_threshold(p: torch.Tensor) -> torch.Tensor:
-    """``p`` with every value of exactly 0.5 raised to the next representable value.
-
-    FSSAM's ``test.py`` counts ``sigmoid(logit) >= 0.5`` as foreground; the scorer counts
-    ``p > 0.5``. In float32 the sigmoid of any logit within about 1e-7 of 0 (either sign)
-    is exactly 0.5, so without this those pixels are background here and foreground there.
-    """
-    half = p.new_tensor(0.5)
-    return torch.where(p == half, torch.nextafter(half, p.new_tensor(1.0)), p)
