@@ -28,7 +28,6 @@ import time
 import types
 import warnings
 from contextlib import redirect_stdout
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -115,27 +114,9 @@ def _read_gray_positive(path: Path) -> np.ndarray:
 def official_sam(psa, arch: str, image_size: int, checkpoint: Path, device: torch.device):
     """What ``sam_model_registry[sam_type](checkpoint=...)`` does, in the benchmark's
     architecture: build the official classes, load the checkpoint file, move to device."""
-    from refseg_bench.models.sam import PATCH_SIZE, PIXEL_MEAN, PIXEL_STD, SAM_SPECS
+    from refseg_bench.models.sam import assemble_sam
 
-    m, s = psa.modeling, SAM_SPECS[arch]
-    grid = image_size // PATCH_SIZE
-    sam = m.Sam(
-        image_encoder=m.ImageEncoderViT(
-            depth=s.encoder_depth, embed_dim=s.encoder_dim, img_size=image_size, mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=s.encoder_heads,
-            patch_size=PATCH_SIZE, qkv_bias=True, use_rel_pos=True,
-            global_attn_indexes=s.global_attn, window_size=14, out_chans=s.prompt_dim),
-        prompt_encoder=m.PromptEncoder(
-            embed_dim=s.prompt_dim, image_embedding_size=(grid, grid),
-            input_image_size=(image_size, image_size), mask_in_chans=s.mask_in_chans),
-        mask_decoder=m.MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=m.TwoWayTransformer(depth=2, embedding_dim=s.prompt_dim,
-                                            mlp_dim=s.decoder_mlp_dim,
-                                            num_heads=s.decoder_heads),
-            transformer_dim=s.prompt_dim, iou_head_depth=3,
-            iou_head_hidden_dim=s.iou_hidden_dim),
-        pixel_mean=list(PIXEL_MEAN), pixel_std=list(PIXEL_STD))
+    sam = assemble_sam(arch, image_size, psa.modeling)
     sam.load_state_dict(torch.load(checkpoint, map_location="cpu"))
     return sam.to(device)
 

@@ -79,29 +79,9 @@ def official():
 
 def _official_sam(psa, state_dict):
     """The official classes in our ``tiny`` architecture, loaded with ``state_dict``."""
-    from functools import partial
+    from refseg_bench.models.sam import assemble_sam
 
-    from refseg_bench.models.sam import PATCH_SIZE, PIXEL_MEAN, PIXEL_STD, SAM_SPECS
-
-    m, s = psa.modeling, SAM_SPECS["tiny"]
-    grid = IMAGE_SIZE // PATCH_SIZE
-    sam = m.Sam(
-        image_encoder=m.ImageEncoderViT(
-            depth=s.encoder_depth, embed_dim=s.encoder_dim, img_size=IMAGE_SIZE, mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=s.encoder_heads,
-            patch_size=PATCH_SIZE, qkv_bias=True, use_rel_pos=True,
-            global_attn_indexes=s.global_attn, window_size=14, out_chans=s.prompt_dim),
-        prompt_encoder=m.PromptEncoder(
-            embed_dim=s.prompt_dim, image_embedding_size=(grid, grid),
-            input_image_size=(IMAGE_SIZE, IMAGE_SIZE), mask_in_chans=s.mask_in_chans),
-        mask_decoder=m.MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=m.TwoWayTransformer(depth=2, embedding_dim=s.prompt_dim,
-                                            mlp_dim=s.decoder_mlp_dim,
-                                            num_heads=s.decoder_heads),
-            transformer_dim=s.prompt_dim, iou_head_depth=3,
-            iou_head_hidden_dim=s.iou_hidden_dim),
-        pixel_mean=list(PIXEL_MEAN), pixel_std=list(PIXEL_STD))
+    sam = assemble_sam("tiny", IMAGE_SIZE, psa.modeling)
     sam.load_state_dict(state_dict, strict=True)
     return sam.eval()
 

@@ -60,15 +60,16 @@ def _spec(variant: str) -> SamSpec:
     return SAM_SPECS[variant]
 
 
-def _assemble(spec: SamSpec, image_size: int):
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
-
+def assemble_sam(variant: str, image_size: int, modeling=None):
+    """Random-weight ``Sam`` of ``variant`` at ``image_size``, built from the classes of
+    ``modeling`` (a module with ``segment_anything.modeling``'s classes, the default; an
+    official checkout's own copy for parity checks), in train mode on the CPU."""
+    if modeling is None:
+        import segment_anything.modeling as modeling
+    spec = _spec(variant)
+    ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer = (
+        modeling.ImageEncoderViT, modeling.MaskDecoder, modeling.PromptEncoder, modeling.Sam,
+        modeling.TwoWayTransformer)
     grid = image_size // PATCH_SIZE
     encoder = ImageEncoderViT(
         depth=spec.encoder_depth, embed_dim=spec.encoder_dim, img_size=image_size,
@@ -104,10 +105,10 @@ def build_sam(
     gives random weights. ``image_size`` is the square encoder input in pixels (a multiple
     of 16; official checkpoints need 1024). Provenance: :func:`weights_info` on the result.
     """
-    spec = _spec(variant)
+    _spec(variant)
     if image_size % PATCH_SIZE:
         raise ValueError(f"image_size must be a multiple of {PATCH_SIZE}, got {image_size}")
-    sam = _assemble(spec, image_size)
+    sam = assemble_sam(variant, image_size)
     model_name = f"sam/{variant}" + ("" if image_size == 1024 else f"@{image_size}")
     if checkpoint is None:
         info = WeightsInfo.random(model_name)
