@@ -119,7 +119,7 @@ class Method(ABC):
 def half_as_foreground(p: torch.Tensor) -> torch.Tensor:
     """``p`` (probabilities, any shape) with every value of exactly 0.5 raised to the next
     representable value, for methods whose official code counts ``sigmoid(logit) >= 0.5``
-    as foreground (FSSAM's and VRP-SAM's test loops): the scorer counts ``p > 0.5``, and in
+    as foreground (FSSAM's ``test.py``): the scorer counts ``p > 0.5``, and in
     float32 the sigmoid of any logit within about 1e-7 of 0 (either sign) is exactly 0.5,
     so without this those pixels would be background here and foreground there."""
     import torch

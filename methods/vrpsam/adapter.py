@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from refseg_bench.methods.base import Method, Unit, half_as_foreground
+from refseg_bench.methods.base import Method, Unit
 from refseg_bench.methods.vrpsam import store
 from refseg_bench.methods.vrpsam.inputs import episode_tensors, logits_to_size
 from refseg_bench.methods.vrpsam.settings import VRPSAMOptions, choose_preset
@@ -190,8 +190,8 @@ class VRPSAM(Method):
             logits = self.net.logits(tensors, [e.query_image for e in episodes],
                                      self.support_features(episodes, tensors))
             for logit, size in zip(logits, tensors.sizes, strict=True):
-                # the official loop keeps sigmoid >= 0.5 (predict_mask_nshot)
-                out.append(half_as_foreground(logits_to_size(logit[None], size)[0, 0].sigmoid()))
+                # the scorer's p > 0.5 is train.py's validation rule (sigmoid > 0.5)
+                out.append(logits_to_size(logit[None], size)[0, 0].sigmoid())
         return out
 
     # --- provenance -----------------------------------------------------------------------
