@@ -86,3 +86,30 @@ def png_mask(path: Path) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(path).convert("L")) > 0
+
+
+# Official logits this close to 0 may land on either side of the threshold after float32
+# rounding that differs between the two implementations (parity: ~4e-7); about 250x that.
+NEAR_LOGIT = 1e-4
+NEAR_RULE = f"official |logit| < {NEAR_LOGIT:g}"
+
+
+def near_threshold(logits: list, masks: dict[str, np.ndarray], *, strict: bool
+                   ) -> dict[str, np.ndarray]:
+    """Per episode, the pixels whose official logit is within ``NEAR_LOGIT`` of 0.
+    ``logits``: one ``(H, W)`` tensor per scored episode, in order, at the mask's size;
+    each official mask is checked to be ``sigmoid(logit) > 0.5`` (``strict``) or
+    ``>= 0.5`` of it, so the band is taken on what was really scored."""
+    if len(logits) != len(masks):
+        raise AssertionError(f"{len(logits)} official forward outputs for {len(masks)} "
+                             f"scored episodes")
+    near = {}
+    for (key, mask), logit in zip(masks.items(), logits, strict=True):
+        p = torch.sigmoid(logit)
+        rule = (p > 0.5) if strict else (p >= 0.5)
+        if tuple(logit.shape) != mask.shape or not np.array_equal(mask, rule.numpy()):
+            raise AssertionError(f"episode {key}: the official mask is not sigmoid "
+                                 f"{'>' if strict else '>='} 0.5 of its forward output "
+                                 f"(shapes {mask.shape}, {tuple(logit.shape)})")
+        near[key] = (logit.abs() < NEAR_LOGIT).numpy()
+    return near

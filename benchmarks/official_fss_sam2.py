@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from official_common import Comparison, Context, Side, run_ours
+from official_common import NEAR_RULE, Comparison, Context, Side, near_threshold, run_ours
 from official_episodes import EpisodeSet, distinct, pascal_view, recurring
 
 OFFICIAL_ENV = "FSSAM_OFFICIAL_DIR"
@@ -69,7 +69,6 @@ SIZE, DINO_SIZE = 512, 560
 WARMUP_LIST = 1001  # a validation list long enough for one warm-up pass (see above)
 # Logits within this of the threshold (0) may flip with float32 rounding order: 250 times
 # the parity test's bound on the two sides' logit difference (3.6e-7).
-NEAR_LOGIT = 1e-4
 RUNNER_DIR = Path(__file__).resolve().parents[1] / "tests" / "methods"
 # Modules the official test.py and util/dataset.py import at the top but never call on the
 # 1-shot mask path, with the names they take from them.
@@ -162,7 +161,7 @@ def official(ctx: Context) -> Side:
     seen = len({c for _, _, c in view.episodes})
     masks = {str(i): m for i, m in enumerate(recorded)}
     return Side(seconds, 100.0 * float(class_miou) * 20 / seen, masks, timing,
-                _near(logits, masks), f"official |logit| < {NEAR_LOGIT:g}")
+                near_threshold(logits, masks, strict=False), NEAR_RULE)
 
 
 def _stub_absent(name: str, attrs: tuple[str, ...]) -> None:
@@ -292,22 +291,6 @@ def _record_logits(model) -> list[torch.Tensor]:
     return logits
 
 
-def _near(logits: list[torch.Tensor], masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per episode, the pixels whose official logit is within ``NEAR_LOGIT`` of 0. The
-    images are at the model size, so the scored output is the forward's logits (``ori_resize``
-    to the same size with aligned corners is the identity); checked."""
-    if len(logits) != len(masks):
-        raise AssertionError(f"{len(logits)} official forward outputs for {len(masks)} "
-                             f"scored episodes")
-    near = {}
-    for (key, mask), logit in zip(masks.items(), logits, strict=True):
-        if (tuple(logit.shape) != mask.shape
-                or not np.array_equal(mask, (torch.sigmoid(logit) >= 0.5).numpy())):
-            raise AssertionError(f"episode {key}: the official mask is not sigmoid >= 0.5 of "
-                                 f"its forward output (shapes {mask.shape}, "
-                                 f"{tuple(logit.shape)})")
-        near[key] = (logit.abs() < NEAR_LOGIT).numpy()
-    return near
 
 
 # --- our side ------------------------------------------------------------------------------

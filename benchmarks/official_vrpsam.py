@@ -25,6 +25,9 @@ transform (``Resize(img_size)``, ``ToTensor``, ``Normalize``), ``DatasetPASCAL``
 - On the CPU, ``Tensor.cuda`` (called by ``to_cuda`` and ``AverageMeter``) is the identity.
   ``fvcore`` and ``tensorboardX``, imported but never used on this path, are stubbed when
   absent.
+- Mask check: ``train`` scores ``sigmoid(low_masks) > 0.5``; the logits ``SAM_pred``
+  returns are kept, so that a pixel that differs only where the official logit is within
+  ``NEAR_LOGIT`` of 0 (float32 rounding in a different order) is counted apart, not failed.
 
 Episodes (``official_episodes.py``): recurring, the ``vrp-sam`` preset's draws on the
 synthetic benchmark (PASCAL-style labels: class ids, 255 band); distinct, generated pairs
@@ -48,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from official_common import Comparison, Context, Side, run_ours
+from official_common import NEAR_RULE, Comparison, Context, Side, near_threshold, run_ours
 from official_episodes import EpisodeSet, distinct, pascal_view, recurring
 
 OFFICIAL_ENV = "VRPSAM_OFFICIAL_DIR"
@@ -176,6 +179,7 @@ def official(ctx: Context) -> Side:
                                          pin_memory=ctx.device.type == "cuda", num_workers=0)
     timing["build_s"] = time.perf_counter() - start
     recorded = _record_predictions(Evaluator)
+    logits = _record_logits(sam_model)
     t = time.perf_counter()
     with torch.no_grad():
         _, miou, _ = official_train.train(args, 0, model, sam_model, loader, None, None,
@@ -183,7 +187,24 @@ def official(ctx: Context) -> Side:
     timing["validation_s"] = time.perf_counter() - t
     seconds = time.perf_counter() - start
     masks = {str(i): m for i, m in enumerate(recorded)}
-    return Side(seconds, float(miou), masks, timing)
+    # train.py scores sigmoid(low_masks) > 0.5 at the model size (use_original_imgsize off)
+    return Side(seconds, float(miou), masks, timing,
+                near_threshold(logits, masks, strict=True), NEAR_RULE)
+
+
+def _record_logits(sam_model) -> list[torch.Tensor]:
+    """Keep the ``(S, S)`` logits of every episode that ``sam_model``'s forward returns
+    (``low_masks``), in order; the model and its output are unchanged."""
+    logits: list[torch.Tensor] = []
+    forward = sam_model.forward
+
+    def recording(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        logits.extend(o.detach().cpu().float().reshape(o.shape[-2:]).clone() for o in out[0])
+        return out
+
+    sam_model.forward = recording
+    return logits
 
 
 class _DDP(torch.nn.Module):
