@@ -200,6 +200,8 @@ def main() -> None:
                    help="interpreter whose installed refseg_bench is the adapter version to "
                    "compare with (a 'before' column)")
     args = p.parse_args()
+    if args.fold[1] < 2:
+        p.error("--fold: PER_CLASS must be >= 2 (a reference is another image of the class)")
     if not os.environ.get(matcher_official.OFFICIAL_ENV):
         reason = (f"set {matcher_official.OFFICIAL_ENV} to a checkout of "
                   "github.com/aim-uofa/Matcher (and install cv2)")

@@ -37,7 +37,7 @@ QUICK: dict[str, list[str]] = {
     "perf_vrpsam.py": ["--steps", "5", "--warmup", "1", "--episodes", "16"],
     "perf_fss_sam2.py": ["--steps", "3", "--warmup", "1", "--episodes", "8"],
     "perf_cavsam.py": ["--episodes", "1"],
-    "perf_matcher.py": ["--episodes", "2", "--fold", "2", "1", "4"],
+    "perf_matcher.py": ["--episodes", "2", "--fold", "2", "2", "4"],
     "perf_models_gpu.py": [],
 }
 
