@@ -37,7 +37,7 @@ import torch.nn.functional as F
 OFFICIAL_ENV = "PERSAM_OFFICIAL_DIR"
 
 
-def _stubs() -> dict[str, types.ModuleType]:
+def stubs() -> dict[str, types.ModuleType]:
     """Stand-ins for imports the replayed steps never call (only when really absent)."""
     out = {}
     if importlib.util.find_spec("cv2") is None:
@@ -55,14 +55,21 @@ def _stubs() -> dict[str, types.ModuleType]:
 
 
 def load_official(root: Path) -> types.SimpleNamespace:
-    """``per_segment_anything``, ``persam.py``, ``persam_f.py`` and ``show.py`` as modules."""
-    for name, mod in _stubs().items():
+    """``per_segment_anything``, ``persam.py``, ``persam_f.py`` and ``show.py`` as modules
+    (stubs registered and the checkout put first on ``sys.path`` for good)."""
+    for name, mod in stubs().items():
         sys.modules.setdefault(name, mod)
     sys.path.insert(0, str(root))
     import matplotlib
 
     matplotlib.use("Agg")
-    with warnings.catch_warnings():
+    return load_scripts(root)
+
+
+def load_scripts(root: Path) -> types.SimpleNamespace:
+    """The two scripts as modules and ``per_segment_anything``, with the checkout already
+    importable (on ``sys.path``)."""
+    with warnings.catch_warnings():  # the scripts silence all warnings at import
         mods = {}
         for script in ("persam", "persam_f"):
             spec = importlib.util.spec_from_file_location(f"official_{script}",
@@ -151,6 +158,23 @@ def _box(mask):
     return np.array([x.min(), y.min(), x.max(), y.max()])
 
 
+def persam_reference(predictor, ref_image, ref_mask_rgb):
+    """``persam.py``'s reference stage: (target_feat ``(1, C)`` unit norm, target_embedding
+    ``(1, 1, C)``)."""
+    target_embedding, _ = _target(predictor, ref_image, ref_mask_rgb, max_mean=False)
+    target_feat = target_embedding / target_embedding.norm(dim=-1, keepdim=True)
+    return target_feat, target_embedding.unsqueeze(0)
+
+
+def persam_f_reference(off, predictor, ref_image, ref_mask_rgb, iters: int, device):
+    """``persam_f.py``'s reference stage, its mask-weight training included:
+    (target_feat ``(1, C)`` unit norm, weights ``(3, 1)``)."""
+    gt_mask = (torch.tensor(ref_mask_rgb)[:, :, 0] > 0).float().unsqueeze(0).flatten(1)
+    target_feat, ref_feat = _target(predictor, ref_image, ref_mask_rgb, max_mean=True)
+    return _fit_weights(off, predictor, target_feat, ref_feat, gt_mask.to(device), iters,
+                        device)
+
+
 def _fit_weights(off, predictor, target_feat, ref_feat, gt_mask, iters: int, device):
     """``persam_f.py``'s training stage (its location prior on the reference, then
     ``iters`` AdamW steps, each running the decoder)."""
@@ -190,8 +214,9 @@ def _fit_weights(off, predictor, target_feat, ref_feat, gt_mask, iters: int, dev
     return target_feat, weights
 
 
-def _test_persam(off, predictor, target_feat, target_embedding):
-    """``persam.py``'s per-image steps after ``set_image``: returns (mask, points, labels)."""
+def predict_persam(off, predictor, target_feat, target_embedding):
+    """``persam.py``'s per-image steps after ``set_image``: returns (mask, best, points,
+    labels, logits of the best mask at image size)."""
     sim = _similarity(predictor, target_feat)
     topk_xy_i, topk_label_i, last_xy_i, last_label_i = off.persam.point_selection(sim, topk=1)
     topk_xy = np.concatenate([topk_xy_i, last_xy_i], axis=0)
@@ -205,16 +230,13 @@ def _test_persam(off, predictor, target_feat, target_embedding):
     masks, scores, logits, _ = predictor.predict(
         point_coords=topk_xy, point_labels=topk_label, mask_input=logits[0:1],
         multimask_output=True)
-    best = np.argmax(scores)
-    masks, scores, logits, _ = predictor.predict(
-        point_coords=topk_xy, point_labels=topk_label, box=_box(masks[best])[None],
-        mask_input=logits[best:best + 1], multimask_output=True)
-    best = int(np.argmax(scores))
-    return masks[best], best, topk_xy, topk_label
+    return (*_last_refinement(predictor, topk_xy, topk_label, masks, scores, logits),
+            topk_xy, topk_label)
 
 
-def _test_persam_f(off, predictor, target_feat, weights):
-    """``persam_f.py``'s per-image steps after ``set_image``."""
+def predict_persam_f(off, predictor, target_feat, weights):
+    """``persam_f.py``'s per-image steps after ``set_image``: returns what
+    :func:`predict_persam` does."""
     weights_np = weights.detach().cpu().numpy()
     sim = _similarity(predictor, target_feat)
     topk_xy, topk_label = off.persam_f.point_selection(sim, topk=1)
@@ -225,12 +247,19 @@ def _test_persam_f(off, predictor, target_feat, weights):
     masks, scores, logits, _ = predictor.predict(
         point_coords=topk_xy, point_labels=topk_label, box=_box(mask)[None],
         mask_input=logit[None, :, :], multimask_output=True)
+    return (*_last_refinement(predictor, topk_xy, topk_label, masks, scores, logits),
+            topk_xy, topk_label)
+
+
+def _last_refinement(predictor, topk_xy, topk_label, masks, scores, logits):
+    """The step both scripts end with: the best mask's box and logits prompt one more
+    multimask decode; returns (mask, best index, its logits at image size)."""
     best = np.argmax(scores)
-    masks, scores, logits, _ = predictor.predict(
+    masks, scores, logits, high = predictor.predict(
         point_coords=topk_xy, point_labels=topk_label, box=_box(masks[best])[None],
         mask_input=logits[best:best + 1], multimask_output=True)
     best = int(np.argmax(scores))
-    return masks[best], best, topk_xy, topk_label
+    return masks[best], best, high[best]
 
 
 def _figure(off, image, mask, points, labels, best: int, path: Path) -> None:
@@ -289,23 +318,20 @@ def _one_object(run, obj: str, obj_out: Path) -> None:
     run.timing["load_sam_s"] += time.perf_counter() - t
     predictor = off.psa.SamPredictor(sam)
     if run.variant == "persam":
-        target_embedding, _ = _target(predictor, ref_image, ref_mask, max_mean=False)
-        target_feat = target_embedding / target_embedding.norm(dim=-1, keepdim=True)
-        target_embedding = target_embedding.unsqueeze(0)
+        target_feat, target_embedding = persam_reference(predictor, ref_image, ref_mask)
     else:
-        gt_mask = (torch.tensor(ref_mask)[:, :, 0] > 0).float().unsqueeze(0).flatten(1)
-        target_feat, ref_feat = _target(predictor, ref_image, ref_mask, max_mean=True)
-        target_feat, weights = _fit_weights(off, predictor, target_feat, ref_feat,
-                                            gt_mask.to(device), run.train_iters, device)
+        target_feat, weights = persam_f_reference(off, predictor, ref_image, ref_mask,
+                                                  run.train_iters, device)
     for test_idx in range(len(os.listdir(images))):
         name = f"{test_idx:02d}"
         test_image = _read_rgb(images / f"{name}.jpg")
         predictor.set_image(test_image)
         if run.variant == "persam":
-            mask, best, points, labels = _test_persam(off, predictor, target_feat,
-                                                      target_embedding)
+            mask, best, _, points, labels = predict_persam(off, predictor, target_feat,
+                                                           target_embedding)
         else:
-            mask, best, points, labels = _test_persam_f(off, predictor, target_feat, weights)
+            mask, best, _, points, labels = predict_persam_f(off, predictor, target_feat,
+                                                             weights)
         if run.figures:
             t = time.perf_counter()
             _figure(off, test_image, mask, points, labels, best, obj_out / f"vis_mask_{name}.jpg")
