@@ -185,3 +185,25 @@ def val_batch(dataset, fold: int, shot: int, annotation: str, n: int = 3):
     manifest = sample_episodes(dataset, fold, "val", shot, n, 0, load_protocol("hsnet"))
     episodes = [load_episode(dataset, s, annotation).episode for s in manifest.episodes]
     return EpisodeBatch(episodes, annotation)
+
+
+def fit_killed_after_first_checkpoint(method, monkeypatch) -> None:
+    """``method.fit`` on fold 0 (mask references, CPU) stopped by a ``KeyboardInterrupt``
+    right after its first checkpoint is written, as a kill would; the real checkpointing
+    is back afterwards."""
+    import pytest
+    import torch
+
+    from refseg_bench.trained import loop
+
+    real_checkpoint = loop._checkpoint
+
+    def checkpoint_then_die(*args, **kwargs):
+        real_checkpoint(*args, **kwargs)
+        raise KeyboardInterrupt("simulated kill after the first epoch")
+
+    monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        method.fit(method.dataset, 0, annotation="mask", device=torch.device("cpu"),
+                   progress=False)
+    monkeypatch.setattr(loop, "_checkpoint", real_checkpoint)

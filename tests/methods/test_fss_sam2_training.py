@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from fakes import fit_killed_after_first_checkpoint
 from fss_sam2_testing import CPU, ListDataset, tiny_method
 
 from refseg_bench.methods.fss_sam2 import augment as A
@@ -15,7 +16,6 @@ from refseg_bench.methods.fss_sam2 import store
 from refseg_bench.methods.fss_sam2 import trainer as T
 from refseg_bench.methods.fss_sam2.losses import dice_loss
 from refseg_bench.methods.fss_sam2.settings import TrainSettings
-from refseg_bench.trained import loop as loop_module
 from refseg_bench.trained import store as tstore
 from refseg_bench.trained.data import epoch_specs, iter_batches
 
@@ -132,16 +132,7 @@ def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch):
     full = tiny_method(tmp_path / "full")
     reference = full.fit(full.dataset, 0, annotation="mask", device=CPU, progress=False)
     method = tiny_method(tmp_path / "killed")
-    real_checkpoint = loop_module._checkpoint
-
-    def checkpoint_then_die(*args, **kwargs):
-        real_checkpoint(*args, **kwargs)
-        raise KeyboardInterrupt("simulated kill after the first epoch")
-
-    monkeypatch.setattr(loop_module, "_checkpoint", checkpoint_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        method.fit(method.dataset, 0, annotation="mask", device=CPU, progress=False)
-    monkeypatch.setattr(loop_module, "_checkpoint", real_checkpoint)
+    fit_killed_after_first_checkpoint(method, monkeypatch)
     resumed = tiny_method(tmp_path / "killed")  # a new process: fresh networks
     report = resumed.fit(resumed.dataset, 0, annotation="mask", device=CPU, progress=False)
     assert report["resumed_from_epoch"] == 1 and report["steps"] == 4

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from fakes import fit_killed_after_first_checkpoint
 from vrpsam_testing import ListDataset, tiny_method
 
 from refseg_bench.methods.vrpsam import store
 from refseg_bench.methods.vrpsam import trainer as T
-from refseg_bench.trained import loop as loop_module
 from refseg_bench.trained import store as tstore
 from refseg_bench.trained.data import epoch_specs, iter_batches
 
@@ -54,20 +54,11 @@ def test_interrupted_training_resumes_from_the_saved_step(tmp_path, monkeypatch)
                             weights_only=True)["losses"].tolist()
 
     method = tiny_method(tmp_path / "killed")
-    real_checkpoint = loop_module._checkpoint
-
-    def checkpoint_then_die(*args, **kwargs):
-        real_checkpoint(*args, **kwargs)
-        raise KeyboardInterrupt("simulated kill after the first epoch")
-
-    monkeypatch.setattr(loop_module, "_checkpoint", checkpoint_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        method.fit(method.dataset, 0, annotation="mask", device=CPU, progress=False)
+    fit_killed_after_first_checkpoint(method, monkeypatch)
     directory = method.checkpoint_directory(method.dataset, 0, "mask")
     assert not tstore.is_complete(directory, store.ENCODER_FILE)
     saved = torch.load(directory / tstore.STATE_FILE, weights_only=True)
     assert saved["epoch"] == 1 and saved["step"] == 2
-    monkeypatch.setattr(loop_module, "_checkpoint", real_checkpoint)
 
     resumed = tiny_method(tmp_path / "killed")  # a new process: fresh networks
     report = resumed.fit(resumed.dataset, 0, annotation="mask", device=CPU, progress=False)
