@@ -9,66 +9,22 @@ official order coverage, emd, purity) keep ``metric >= min(threshold, max)``. Th
 the score filter (COCO / LVIS) or top-k with a relative threshold picks the masks whose
 union is the prediction.
 
-Only the EMD is expensive, and the official code computes it for every proposal. Here it
-is computed only where the result can depend on it: purity and coverage first, and EMD
-for the proposals that survive those filters; once per distinct grid mask (the EMD is a
-function of the grid mask alone); in a thread pool (POT's solver releases the GIL).
-Each value is the same ``ot.emd2`` call on the same matrix, so the same number.
+Only the EMD is expensive, and the official code computes it for every proposal. Here
+(``emd.py``) purity and coverage come first and the EMD only for proposals that survive
+those filters; under top-k merging, only for the proposals whose upper bound could still
+be merged (:func:`_bounded_topk`); once per distinct grid mask; in a thread pool. Each
+value is the same ``ot.emd2`` call on the same matrix, so the same number, and the merged
+masks are the official ones.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
 
+from refseg_bench.methods.matcher.emd import EmdPool
 from refseg_bench.methods.matcher.proposals import Proposals
 from refseg_bench.methods.matcher.settings import Setting
-
-
-def emd_score(cost_ref: np.ndarray, cols: np.ndarray):
-    """1 - ``ot.emd2`` with uniform weights between every row of ``cost_ref``
-    (``(r, g*g)`` float32: reference cells x target cells) and the target cells ``cols``
-    (``(g*g,)`` bool), exactly as the official call makes it."""
-    import ot
-
-    m = cost_ref[:, cols]
-    n1, n2 = m.shape
-    return 1 - ot.emd2(a=[1.0 / n1 for _ in range(n1)], b=[1.0 / n2 for _ in range(n2)], M=m)
-
-
-class EmdPool:
-    """Exact EMD scores of grid masks, in ``workers`` threads, each distinct mask once."""
-
-    def __init__(self, workers: int) -> None:
-        import ot  # noqa: F401  (at set-up: a first import takes seconds, not an episode's)
-
-        self.workers = workers
-        self._executor = ThreadPoolExecutor(workers) if workers > 1 else None
-        self.solved = 0  # ot.emd2 calls made
-        self.requested = 0  # scores asked for
-
-    def scores(self, cost_ref: np.ndarray, grids: torch.Tensor) -> list:
-        """One score per ``(g, g)`` bool mask of ``grids`` (``(m, g, g)``)."""
-        flat = grids.flatten(1).cpu().numpy()
-        keys = [row.tobytes() for row in np.packbits(flat, axis=1)]
-        first: dict[bytes, int] = {}
-        for i, key in enumerate(keys):
-            first.setdefault(key, i)
-        todo = list(first.values())
-        if self._executor is not None and len(todo) > 1:
-            values = list(self._executor.map(lambda i: emd_score(cost_ref, flat[i]), todo))
-        else:
-            values = [emd_score(cost_ref, flat[i]) for i in todo]
-        by_key = dict(zip(first, values, strict=True))
-        self.solved += len(todo)
-        self.requested += len(keys)
-        return [by_key[k] for k in keys]
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
 
 
 def purity_coverage(props: Proposals, matched: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,23 +48,81 @@ def choose(props: Proposals, matched: np.ndarray, cost_ref: np.ndarray, s: Setti
     purity, coverage = purity_coverage(props, matched)
     metric = {"purity": purity, "coverage": coverage}
 
-    def emd_of(rows: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(len(rows))
-        for j, value in enumerate(pool.scores(cost_ref, props.grid[rows])):
-            out[j] = value  # float32 storage, as the official per-mask assignment
-        return out
-
     for name in ("coverage", "emd", "purity"):
         if cfg[name] > 0:
             if name == "emd":
-                metric["emd"] = emd_of(idx)
+                metric["emd"] = _emd_tensor(pool.scores(cost_ref, props.grid[idx]))
             thres = min(cfg[name], metric[name].max())
             keep = torch.where(metric[name] >= thres)[0]
             idx = idx[keep]
             metric = {k: v[keep] for k, v in metric.items()}
-    emd = metric["emd"] if "emd" in metric else emd_of(idx)
-    scores = s.alpha * emd + s.beta * metric["purity"] * metric["coverage"] ** s.exp
-    return idx[_merge(scores, s)]
+    if "emd" not in metric:
+        ep = pool.episode(cost_ref, props.grid[idx])
+        if not s.use_score_filter and s.alpha > 0:
+            picked = _bounded_topk(ep, metric, s)
+            if picked is not None:
+                return idx[picked]
+        ep.solve(list(range(len(idx))))
+        metric["emd"] = _emd_tensor(ep.exact(i) for i in range(len(idx)))
+    return idx[_merge(_scores(metric["emd"], metric, s), s)]
+
+
+def _emd_tensor(values) -> torch.Tensor:
+    """``(m,)`` float32 from Python floats (the official per-mask assignment into a float32
+    tensor rounds each to nearest, as this does)."""
+    return torch.tensor(list(values), dtype=torch.float32)
+
+
+def _scores(emd: torch.Tensor, metric: dict, s: Setting, rows=slice(None)) -> torch.Tensor:
+    """The official score, element by element: alpha * emd + beta * purity * coverage^exp
+    (float32; every operation is monotone in ``emd`` for alpha > 0)."""
+    return s.alpha * emd + s.beta * metric["purity"][rows] * metric["coverage"][rows] ** s.exp
+
+
+# Relative slack on the ratio test of a bound: float32 rounding of a score over the maximum
+# and of the threshold each move a ratio by < 1.2e-7.
+_RATIO_SLACK = 1e-6
+
+
+def _bounded_topk(ep, metric: dict, s: Setting) -> torch.Tensor | None:
+    """The top-k merge of :func:`_merge` with exact EMDs only where they can change it.
+
+    A proposal is left unsolved once its score's upper bound shows it cannot be merged: at
+    least k solved scores are strictly above it, or it fails the ratio test against the best
+    solved score (a lower bound of the maximum). One that fails the ratio test may still be
+    in the true top k, but it only displaces scores below it, which fail too. Solves go
+    best upper bound first. Returns positions into ``metric``'s rows, or None when solved
+    scores tie at the k-th place (torch.topk's tie order then needs every score) or where
+    bounds are not valid (``EpisodeEmd.boundable``)."""
+    n, k, thr = len(metric["purity"]), s.num_merging_mask, s.topk_scores_threshold
+    if n == 0 or not ep.boundable:
+        return None
+    ep.solve([0], duals=True)  # one exact solve whose dual bounds all the others
+    upper = ep.upper_scores(list(range(n)))
+    while True:
+        if not ep.all_optimal:
+            return None
+        known = [i for i in range(n) if ep.known(i)]
+        exact = _scores(_emd_tensor(ep.exact(i) for i in known), metric, s, known)
+        unknown = [i for i in range(n) if not ep.known(i)]
+        high = _scores(_emd_tensor(upper[unknown]), metric, s, unknown)
+        ranked = exact.sort(descending=True).values
+        best = float(ranked[0])
+        out = torch.zeros(len(unknown), dtype=torch.bool)
+        if len(known) >= k:
+            out |= high < ranked[k - 1]
+        if thr <= 0:
+            out |= high <= thr
+        elif best > 0:  # (the ratio to a maximum <= 0 has no order to use)
+            out |= high < thr * best * (1 - _RATIO_SLACK)
+        todo = [unknown[j] for j in torch.argsort(high, descending=True, stable=True).tolist()
+                if not out[j]]
+        if not todo:
+            break
+        ep.solve(todo[:max(ep.pool.workers, k - len(known))])
+    if len(known) > k and ranked[k - 1] == ranked[k]:
+        return None
+    return torch.tensor(known)[_merge(exact, s)]
 
 
 def _merge(scores: torch.Tensor, s: Setting) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from refseg_bench.methods.matcher import matching, prep, scoring
+from refseg_bench.methods.matcher.emd import EmdPool, emd_score
 from refseg_bench.methods.matcher.proposals import Proposals
 from refseg_bench.methods.matcher.settings import SETTINGS, Setting, auto_setting
 
@@ -127,9 +128,9 @@ def test_purity_and_coverage_on_a_hand_built_case():
 
 def test_emd_score_on_hand_built_costs():
     cost = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)
-    assert scoring.emd_score(cost, np.array([True, True])) == pytest.approx(1.0)
-    assert scoring.emd_score(cost, np.array([True, False])) == pytest.approx(0.5)
-    pool = scoring.EmdPool(2)
+    assert emd_score(cost, np.array([True, True])) == pytest.approx(1.0)
+    assert emd_score(cost, np.array([True, False])) == pytest.approx(0.5)
+    pool = EmdPool(2)
     grids = torch.tensor([[[True, True]], [[True, False]], [[True, True]]])
     assert pool.scores(cost, grids) == pytest.approx([1.0, 0.5, 1.0])
     assert (pool.solved, pool.requested) == (2, 3)  # the repeated grid is solved once
@@ -160,7 +161,7 @@ def test_filters_skip_the_emd_of_removed_masks():
     props = _proposals([full, corner, far])
     matched = np.array([[3, 3], [5, 5]])
     cost = np.random.default_rng(0).random((3, 4)).astype(np.float32)
-    pool = scoring.EmdPool(1)
+    pool = EmdPool(1)
     chosen = scoring.choose(props, matched, cost, SETTINGS["coco"], pool)
     assert pool.requested == 2 and 2 not in chosen.tolist()
 
