@@ -9,8 +9,8 @@ Sections (one function each, called in turn by ``main``):
   exactly representable in float16) and as bool masks (what a method with a binary
   output, e.g. PerSAM, hands over). Every result is checked equal to the reference's.
   Beside each original-size row, a floor: one NumPy reduction over each prediction's and
-  label's bytes, what any NumPy scorer pays to read its inputs once (per-call overhead
-  included), as a ratio to the reference too: the most the scorer could reach.
+  label's bytes, what reading the inputs once costs (per-call overhead included), as a
+  ratio to the reference too: about the most a one-pass scorer can reach.
 - scorer on the GPU (skipped without CUDA): episodes/s and the bytes of prediction and
   label read per second, against a device-to-device copy's bandwidth.
 - harness overhead: a ``proto`` and an ``oracle`` run through the real runner; the runner's

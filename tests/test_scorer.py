@@ -317,11 +317,28 @@ def test_cpu_kernel_exact_on_masks(dtype, threshold):
         reference_episode_totals(preds, labels, threshold=threshold))
 
 
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 16, 23, 1001])
+def test_cpu_bool_kernel_words_and_tail_pixels(n):
+    """Bool masks are counted 8 pixels per 64-bit word and the last n % 8 one by one: every
+    label value in both parts, and a bad value found in either."""
+    rng = np.random.default_rng(n)
+    label = torch.from_numpy(rng.choice(np.array([0, 1, 255], np.uint8), size=(1, n)))
+    pred = torch.from_numpy(rng.random((1, n)) < 0.5)
+    for ignore in (True, False):
+        np.testing.assert_array_equal(
+            episode_totals([pred], [label], ignore=ignore).numpy(),
+            reference_episode_totals([pred], [label], ignore=ignore))
+    for at in {0, n // 8 * 8 - 1, n - 1} - {-1}:
+        bad = label.clone()
+        bad[0, at] = 3
+        with pytest.raises(ScoringError, match=r"label has values \[3\]"):
+            episode_totals([pred], [bad])
+
+
 @pytest.mark.parametrize("ignore", [True, False])
 def test_full_foreground_fills_every_byte_lane(ignore):
-    # All-foreground label and prediction: every byte of both count planes is 2, so each
-    # run of summed words reaches its largest lane value; one image spans many runs plus
-    # padding, another ends exactly on a run.
+    # All-foreground label and prediction: every byte lane of the counted words is set;
+    # one image ends in tail pixels, the other exactly on a word.
     preds = [torch.ones(150, 170), torch.ones(127, 64) > 0]
     labels = [torch.ones(150, 170, dtype=torch.uint8), torch.ones(127, 64, dtype=torch.uint8)]
     got = episode_totals(preds, labels, ignore=ignore)
