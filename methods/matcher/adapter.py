@@ -161,7 +161,7 @@ class Matcher(Method):
 
     @torch.no_grad()
     def predict(self, batch) -> list[torch.Tensor]:
-        """One ``(H, W)`` float32 0/1 mask per episode at the query's original size."""
+        """One ``(H, W)`` bool mask per episode at the query's original size."""
         return [prep.output_mask(self.segment(ep), ep.query_size) for ep in batch]
 
     @torch.no_grad()

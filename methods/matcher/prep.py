@@ -65,7 +65,8 @@ def reference_pool(masks: torch.Tensor) -> torch.Tensor:
 
 
 def output_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(S, S)`` bool prediction -> ``(H, W)`` float32 0/1 at the query's original size,
-    nearest-resized (the protocol scores at 518 again from there)."""
+    """``(S, S)`` bool prediction -> ``(H, W)`` bool at the query's original size,
+    nearest-resized (the protocol scores at 518 again from there). A bool mask is what the
+    scorer reads fastest, and its counts are those of the 0/1 float."""
     m = mask.float()[None, None]
-    return F.interpolate(m, size=size, mode="nearest")[0, 0]
+    return F.interpolate(m, size=size, mode="nearest")[0, 0] > 0.5
