@@ -9,10 +9,11 @@ k-shot: each support gives its own 50 tokens; the k prompt sets are concatenated
 sparse prompt of 50 k tokens (the official ``predict_mask_nshot``). Training is 1-shot.
 
 A support's frozen backbone features depend on nothing but the support image, its
-annotation and the backbone, so at evaluation they are kept in a reference cache keyed by
-that content (``support_cache_mb``; 0 turns it off): the supports of a batch not seen
-before go through the backbone together, once each, like the query embeddings through the
-embedding cache.
+annotation and the backbone, and a query's on the query image and the backbone, so at
+evaluation they are kept in caches keyed by that content (``support_cache_mb``,
+``query_cache_mb``; 0 turns one off): the supports (queries) of a batch not seen before go
+through the backbone together, once each, like the query embeddings through the embedding
+cache.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class VRPSAM(Method):
         self._initial_state: dict | None = None
         self._active: tuple[int, str] | None = None
         self.loaded: dict[int, fold_weights.FoldWeights] = {}
-        self.support_cache = None
-        self._support_state: str | None = None
+        self.support_cache = self.query_cache = None
+        self._support_state: str | None = None  # what cached backbone features depend on
 
     # --- set-up ---------------------------------------------------------------------------
     def setup(self, device: torch.device, dataset) -> None:
@@ -63,6 +64,7 @@ class VRPSAM(Method):
             self.net = build_net(self.preset.model, torch.device(device))
             self._initial_state = copy.deepcopy(self.net.encoder.state_dict())
         self.support_cache = ReferenceCache(max_bytes=self.opts.support_cache_mb << 20)
+        self.query_cache = ReferenceCache(max_bytes=self.opts.query_cache_mb << 20)
         self._active = None
 
     def _require_setup(self) -> None:
@@ -150,30 +152,32 @@ class VRPSAM(Method):
         return f"{weights_fingerprint(backbone)}|{self.net.image_size}|{self.net.device}"
 
     def support_features(self, episodes, tensors) -> list:
-        """Per shot, the batch's :class:`SupportFeatures`: supports seen before come from
-        the support cache, the others are computed in one backbone pass (each distinct
-        support once) and cached."""
+        """Per shot, the batch's :class:`SupportFeatures` (supports seen before from the
+        support cache, the others in one backbone pass, each distinct support once)."""
         from refseg_bench.methods.vrpsam.encoder import SupportFeatures
 
-        cache, k = self.support_cache, tensors.supports.shape[1]
-        keys = [[cache.key("vrpsam/support", self._support_state, [ep.support_images[i]],
-                           [ep.annotations[i]]) for i in range(k)] for ep in episodes]
-        unique = dict.fromkeys(key for row in keys for key in row)
-        found = {key: value for key in unique if (value := cache.lookup(key)) is not None}
-        todo = {}  # key -> (episode, shot) of its first occurrence
-        for b, row in enumerate(keys):
-            for i, key in enumerate(row):
-                if key not in found and key not in todo:
-                    todo[key] = (b, i)
-        if todo:
-            where = list(todo.values())
-            fresh = self.net.encoder.support_features(
-                torch.stack([tensors.supports[b, i] for b, i in where]),
-                torch.stack([tensors.masks[b, i] for b, i in where]))
-            for j, key in enumerate(todo):
-                found[key] = cache.put(key, {name: t[j:j + 1] for name, t in
-                                             fresh.as_dict().items()})
-        return [SupportFeatures.cat([found[row[i]] for row in keys]) for i in range(k)]
+        k = tensors.supports.shape[1]
+        where = [(b, i) for i in range(k) for b in range(len(episodes))]
+        keys = [self.support_cache.key("vrpsam/support", self._support_state,
+                                       [episodes[b].support_images[i]],
+                                       [episodes[b].annotations[i]]) for b, i in where]
+        found = _cached(self.support_cache, keys, lambda todo: self.net.encoder.support_features(
+            torch.stack([tensors.supports[where[j]] for j in todo]),
+            torch.stack([tensors.masks[where[j]] for j in todo])).as_dict())
+        n = len(episodes)
+        return [SupportFeatures.cat(found[i * n:(i + 1) * n]) for i in range(k)]
+
+    def query_features(self, episodes, tensors):
+        """The batch's :class:`QueryFeatures` (queries seen before from the query cache,
+        the others in one backbone pass, each distinct image once)."""
+        from refseg_bench.methods.vrpsam.encoder import QueryFeatures
+        from refseg_bench.models.cache import image_sha256
+
+        keys = [f"vrpsam/query|{self._support_state}|{image_sha256(ep.query_image)}"
+                for ep in episodes]
+        found = _cached(self.query_cache, keys, lambda todo: self.net.encoder.query_features(
+            tensors.query[todo]).as_dict())
+        return QueryFeatures.cat(found)
 
     # --- inference ------------------------------------------------------------------------
     def predict(self, batch) -> list[torch.Tensor]:
@@ -188,7 +192,8 @@ class VRPSAM(Method):
             episodes = batch.episodes[start:start + step]
             tensors = episode_tensors(episodes, self.net.image_size).to(self.net.device)
             logits = self.net.logits(tensors, [e.query_image for e in episodes],
-                                     self.support_features(episodes, tensors))
+                                     self.support_features(episodes, tensors),
+                                     self.query_features(episodes, tensors))
             for logit, size in zip(logits, tensors.sizes, strict=True):
                 # the scorer's p > 0.5 is train.py's validation rule (sigmoid > 0.5)
                 out.append(logits_to_size(logit[None], size)[0, 0].sigmoid())
@@ -213,3 +218,20 @@ class VRPSAM(Method):
         info["weights"] = combine(sam.weights, backbone.weights if backbone else "random",
                                   info["trained_weights"])
         return info
+
+
+def _cached(cache, keys: list[str], compute) -> list[dict]:
+    """One cached entry per key: those not in ``cache`` are computed together, each distinct
+    key once, by ``compute(positions)`` (``positions``: indices into ``keys`` of their first
+    occurrences) -> dict of tensors batched along dim 0 in that order."""
+    found = {key: value for key in dict.fromkeys(keys)
+             if (value := cache.lookup(key)) is not None}
+    todo = {}  # key -> position of its first occurrence
+    for j, key in enumerate(keys):
+        if key not in found and key not in todo:
+            todo[key] = j
+    if todo:
+        fresh = compute(list(todo.values()))
+        for j, key in enumerate(todo):
+            found[key] = cache.put(key, {name: t[j:j + 1] for name, t in fresh.items()})
+    return [found[key] for key in keys]

@@ -68,6 +68,24 @@ class SupportFeatures:
 
 
 @dataclass
+class QueryFeatures:
+    """The frozen backbone's view of queries, independent of any support (cacheable):
+    ``mid``: ``(B, C2 + C3, h, w)``; ``high``: ``(B, C4, h, w)``, layer4."""
+
+    mid: torch.Tensor
+    high: torch.Tensor
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {"mid": self.mid, "high": self.high}
+
+    @classmethod
+    def cat(cls, parts: list[QueryFeatures | dict]) -> QueryFeatures:
+        """Concatenate along the batch (parts may be ``as_dict`` dicts)."""
+        parts = [p if isinstance(p, dict) else p.as_dict() for p in parts]
+        return cls(**{k: torch.cat([p[k] for p in parts]) for k in ("mid", "high")})
+
+
+@dataclass
 class FrozenFeatures:
     """Backbone outputs for a batch of (query, support) pairs, computed without gradient.
 
@@ -173,22 +191,28 @@ class VRPEncoder(nn.Module):
         return SupportFeatures(self._mid(s[2], s[3]), mask, self.layer4(s[3] * mask))
 
     @torch.no_grad()
+    def query_features(self, query: torch.Tensor) -> QueryFeatures:
+        """``query``: ``(B, 3, S, S)`` ImageNet-normalised images. See :class:`QueryFeatures`."""
+        q = self._stages(query)
+        return QueryFeatures(self._mid(q[2], q[3]), q[4])
+
+    @torch.no_grad()
     def frozen_features(self, query: torch.Tensor, support: torch.Tensor,
-                        support_mask: torch.Tensor, query_stages: list | None = None,
+                        support_mask: torch.Tensor, query_feats: QueryFeatures | None = None,
                         support_feats: SupportFeatures | None = None) -> FrozenFeatures:
         """``query``/``support``: ``(B, 3, S, S)`` ImageNet-normalised images;
         ``support_mask``: ``(B, S, S)`` 0/1 annotation raster. See :class:`FrozenFeatures`.
-        ``query_stages``: the query's layer0..layer4 outputs when already computed (k-shot);
-        ``support_feats``: the supports' features when already computed (cached)."""
-        q = query_stages if query_stages is not None else self._stages(query)
+        ``query_feats``/``support_feats``: the query's / supports' features when already
+        computed (k-shot, caches)."""
+        q = query_feats if query_feats is not None else self.query_features(query)
         s = support_feats if support_feats is not None else \
             self.support_features(support, support_mask)
         grid = s.mid.shape[-2:]
         return FrozenFeatures(
-            query_mid=self._mid(q[2], q[3]),
+            query_mid=q.mid,
             support_mid=s.mid,
             mask=s.mask,
-            pseudo=self._to_grid(pseudo_mask(s.high, q[4], s.mask), grid),
+            pseudo=self._to_grid(pseudo_mask(s.high, q.high, s.mask), grid),
         )
 
     def _stages(self, x: torch.Tensor, stop: int = 4) -> list[torch.Tensor]:
@@ -225,15 +249,16 @@ class VRPEncoder(nn.Module):
         return self.prompts_from_features(self.frozen_features(query, support, support_mask))
 
     def encode_shots(self, query: torch.Tensor, supports: torch.Tensor, masks: torch.Tensor,
-                     support_feats: list[SupportFeatures] | None = None) -> torch.Tensor:
+                     support_feats: list[SupportFeatures] | None = None,
+                     query_feats: QueryFeatures | None = None) -> torch.Tensor:
         """k-shot: ``supports`` ``(B, k, 3, S, S)``, ``masks`` ``(B, k, S, S)`` ->
         ``(B, k * num_queries, hidden_dim)``, the prompt sets of each support concatenated
         in support order (the official ``predict_mask_nshot``). ``support_feats``: per
-        shot, the supports' features when already computed."""
-        with torch.no_grad():
-            q = self._stages(query)  # once for all k supports
-        sets = [self.prompts_from_features(
-                    self.frozen_features(query, supports[:, i], masks[:, i], query_stages=q,
+        shot, the supports' features; ``query_feats``: the queries'; each when already
+        computed."""
+        q = query_feats if query_feats is not None else self.query_features(query)
+        sets = [self.prompts_from_features(  # the query's features once for all k supports
+                    self.frozen_features(query, supports[:, i], masks[:, i], query_feats=q,
                                          support_feats=support_feats[i]
                                          if support_feats is not None else None))
                 for i in range(supports.shape[1])]

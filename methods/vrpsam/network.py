@@ -61,12 +61,13 @@ class VRPSAMNet:
         return out.to(self.device)
 
     def logits(self, batch: EpisodeTensors, images: Sequence[np.ndarray] | None = None,
-               support_feats: list | None = None) -> torch.Tensor:
+               support_feats: list | None = None, query_feats=None) -> torch.Tensor:
         """Mask logits ``(B, 1, S, S)`` at the encoder input size (the loss resolution);
         ``images``: the raw query images, to use the embedding cache; ``support_feats``:
-        per shot, the supports' frozen features when already computed."""
+        per shot, the supports' frozen features, ``query_feats`` the queries'
+        (``QueryFeatures``), when already computed."""
         prompts = self.encoder.encode_shots(batch.query, batch.supports, batch.masks,
-                                            support_feats)
+                                            support_feats, query_feats)
         low = decode_masks(self.sam, self.embeddings(batch.query, images),
                            prompts * self.prompt_scale)
         return logits_to_size(low * self.logit_scale, (self.image_size, self.image_size))
