@@ -29,6 +29,7 @@ from refseg_bench.methods.fss_sam2.inputs import (
 )
 from refseg_bench.methods.fss_sam2.network import Stages
 from refseg_bench.methods.fss_sam2.settings import FSSAMOptions, choose_preset
+from refseg_bench.models.reference_cache import ReferenceCache
 from refseg_bench.notices import say
 from refseg_bench.trained import weights as fold_weights
 from refseg_bench.trained.store import CheckpointKey
@@ -119,6 +120,7 @@ class FSSAM(Method):
         if self.net is None or self.net.device != torch.device(device):
             self.setup(device, dataset)
         self._reset()
+        self.net.use_memory_cache(None)  # the weights change at every step
         job = FSSAMTrainJob(self.net, dataset.base_only_training(), fold, self.preset.train,
                             self.autocast, self.opts.train_workers)
         with torch.inference_mode(False), torch.enable_grad():
@@ -144,6 +146,7 @@ class FSSAM(Method):
                                    device=self.net.device)))
         self.net.model.eval()
         self._active = unit.fold
+        self.net.use_memory_cache(ReferenceCache(max_bytes=self.opts.memory_cache_mb << 20))
 
     def _load(self, path) -> None:
         """A whole official-format file (SAM 2 and DINOv2 included): its hash then names the

@@ -45,6 +45,10 @@ class ImageFeatures:
     def high_res(self) -> list[torch.Tensor]:
         return self.maps[:-1]
 
+    def take(self, rows: list[int]) -> ImageFeatures:
+        """The features of images ``rows``."""
+        return ImageFeatures([m[rows] for m in self.maps], [p[rows] for p in self.pos])
+
     def cat(self, other: ImageFeatures) -> ImageFeatures:
         return ImageFeatures([torch.cat(p) for p in zip(self.maps, other.maps, strict=True)],
                              [torch.cat(p) for p in zip(self.pos, other.pos, strict=True)])

@@ -27,6 +27,7 @@ from refseg_bench.methods.fss_sam2.decode import decode_ungated
 from refseg_bench.methods.fss_sam2.inputs import EpisodeTensors, dino_input, sam2_input
 from refseg_bench.methods.fss_sam2.memory import (
     ImageFeatures,
+    Memory,
     image_features,
     mask_memory,
     memory_tokens,
@@ -70,6 +71,10 @@ class FSSAMNet:
         self.model, self.dino_size, self.stages = model, dino_size, stages or Stages()
         self.cache = cache if cache is not None else EmbeddingCache()
         self.frozen_id = "initial"  # names the frozen weights in cache keys; see load_weights
+        # Support memories by content (image, mask) under ``memory_state`` (the weights);
+        # set at evaluation only (``use_memory_cache``): training changes the weights.
+        self.memory_cache = None
+        self.memory_state = ""
         # Everything outside the optimiser's three modules is frozen (FSSAM leaves SAM 2's
         # loose parameters such as maskmem_tpos_enc trainable but never steps them).
         model.dino.requires_grad_(False)
@@ -128,7 +133,7 @@ class FSSAMNet:
         s_feat = self.sam_features(supports, batch.support_images)
         prior_fg, prior_ae = self.priors(batch, supports)
         masks = batch.masks.reshape(b * k, 1, s, s)
-        sup_mem = mask_memory(self.sam2, s_feat, masks)
+        sup_mem = self.support_memory(s_feat, masks, batch.support_images)
         fg_mem, ae_mem = mask_memory(self.sam2, q_feat.cat(q_feat),
                                      torch.cat([prior_fg, prior_ae])).split(b)
         grid = q_feat.sizes[-1]
@@ -139,6 +144,30 @@ class FSSAMNet:
                                     self.stages.imr_version)
         ae_mem.feats = ae_feats
         return self.attend_and_decode(q_feat, sup_mem, ae_mem, batch.masks, b)
+
+    def use_memory_cache(self, cache) -> None:
+        """Keep support memories in ``cache`` (a ``ReferenceCache``; None: off) under the
+        current weights: call after loading them, and again after any change."""
+        from refseg_bench.models.reference_cache import module_sha256
+
+        self.memory_cache = cache
+        learnable = nn.ModuleDict(self.model.learnable_modules())  # frozen: self.frozen_id
+        self.memory_state = f"{self.frozen_id}|{module_sha256(learnable)}" if cache else ""
+
+    def support_memory(self, feats: ImageFeatures, masks: torch.Tensor,
+                       images: list[np.ndarray] | None) -> Memory:
+        """``mask_memory`` of the supports (``masks``: ``(N, 1, S, S)``), from the memory
+        cache by image and mask content when it is on and the raw ``images`` are given."""
+        if self.memory_cache is None or images is None:
+            return mask_memory(self.sam2, feats, masks)
+        from refseg_bench.models.cache import image_sha256
+
+        keys = [f"fss_sam2/memory|{self.memory_state}|{image_sha256(im)}|"
+                f"{image_sha256(m.cpu().numpy())}" for im, m in zip(images, masks, strict=True)]
+        found = self.memory_cache.fill(keys, lambda todo: vars(mask_memory(
+            self.sam2, feats.take(todo), masks[todo])))
+        return Memory(**{k: torch.cat([f[k] for f in found]) for k in ("feats", "pos",
+                                                                         "obj_ptr")})
 
     def priors(self, batch: EpisodeTensors, supports: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:

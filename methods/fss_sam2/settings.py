@@ -114,6 +114,8 @@ class FSSAMOptions(TrainedOptions):
       exists: ``sam2`` (the support mask is SAM 2's own prediction for the annotation
       geometry) or ``raster`` (the annotation raster itself, e.g. the filled box).
     - ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``fp32``, ``bf16``.
+    - ``memory_cache_mb``: support memories kept by support content (image and mask) under
+      the fold's weights, in MiB (0: recomputed for every episode).
     """
 
     size: str = "auto"
@@ -127,12 +129,15 @@ class FSSAMOptions(TrainedOptions):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     batch_size: int = 8
     train_workers: int = 0
+    memory_cache_mb: int = 1024
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.train_workers < 0 or self.imr_iterations < 0:
-            raise ValueError(f"batch_size must be >= 1, train_workers and imr_iterations >= 0; "
-                             f"got {self.batch_size}, {self.train_workers}, "
-                             f"{self.imr_iterations}")
+        if self.batch_size < 1 or min(self.train_workers, self.imr_iterations,
+                                      self.memory_cache_mb) < 0:
+            raise ValueError(f"batch_size must be >= 1, train_workers, imr_iterations and "
+                             f"memory_cache_mb >= 0; got {self.batch_size}, "
+                             f"{self.train_workers}, {self.imr_iterations}, "
+                             f"{self.memory_cache_mb}")
 
 
 def preset(opts: FSSAMOptions, name: str) -> Preset:

@@ -161,7 +161,7 @@ class VRPSAM(Method):
         keys = [self.support_cache.key("vrpsam/support", self._support_state,
                                        [episodes[b].support_images[i]],
                                        [episodes[b].annotations[i]]) for b, i in where]
-        found = _cached(self.support_cache, keys, lambda todo: self.net.encoder.support_features(
+        found = self.support_cache.fill(keys, lambda todo: self.net.encoder.support_features(
             torch.stack([tensors.supports[where[j]] for j in todo]),
             torch.stack([tensors.masks[where[j]] for j in todo])).as_dict())
         n = len(episodes)
@@ -175,7 +175,7 @@ class VRPSAM(Method):
 
         keys = [f"vrpsam/query|{self._support_state}|{image_sha256(ep.query_image)}"
                 for ep in episodes]
-        found = _cached(self.query_cache, keys, lambda todo: self.net.encoder.query_features(
+        found = self.query_cache.fill(keys, lambda todo: self.net.encoder.query_features(
             tensors.query[todo]).as_dict())
         return QueryFeatures.cat(found)
 
@@ -218,20 +218,3 @@ class VRPSAM(Method):
         info["weights"] = combine(sam.weights, backbone.weights if backbone else "random",
                                   info["trained_weights"])
         return info
-
-
-def _cached(cache, keys: list[str], compute) -> list[dict]:
-    """One cached entry per key: those not in ``cache`` are computed together, each distinct
-    key once, by ``compute(positions)`` (``positions``: indices into ``keys`` of their first
-    occurrences) -> dict of tensors batched along dim 0 in that order."""
-    found = {key: value for key in dict.fromkeys(keys)
-             if (value := cache.lookup(key)) is not None}
-    todo = {}  # key -> position of its first occurrence
-    for j, key in enumerate(keys):
-        if key not in found and key not in todo:
-            todo[key] = j
-    if todo:
-        fresh = compute(list(todo.values()))
-        for j, key in enumerate(todo):
-            found[key] = cache.put(key, {name: t[j:j + 1] for name, t in fresh.items()})
-    return [found[key] for key in keys]

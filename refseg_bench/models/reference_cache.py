@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from refseg_bench.models.cache import detached, image_sha256, nbytes
 
@@ -46,6 +47,16 @@ def annotation_sha256(annotation) -> str:
     for part in (annotation.raster, annotation.points, annotation.point_labels,
                  annotation.boxes):
         digest.update(image_sha256(np.asarray(part)).encode())
+    return digest.hexdigest()
+
+
+def module_sha256(module) -> str:
+    """Content hash of a module's parameters and buffers as they are now (names, shapes,
+    dtypes and bytes): for weights that change, where ``weights_fingerprint`` memoises."""
+    digest = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
@@ -126,6 +137,23 @@ class ReferenceCache:
                 self.bytes_used -= freed
                 self.stats.evictions += 1
         return value
+
+    def fill(self, keys: Sequence[str], compute: Callable[[list[int]], dict]) -> list[dict]:
+        """One entry per key, for a batch: keys not in the cache are computed together,
+        each distinct key once, by ``compute(positions)`` (``positions``: indices into
+        ``keys`` of their first occurrences) -> a dict of tensors batched along dim 0 in
+        that order; each entry is its row (kept batched: ``t[j:j + 1]``)."""
+        found = {key: value for key in dict.fromkeys(keys)
+                 if (value := self.lookup(key)) is not None}
+        todo: dict[str, int] = {}  # key -> position of its first occurrence
+        for j, key in enumerate(keys):
+            if key not in found and key not in todo:
+                todo[key] = j
+        if todo:
+            fresh = compute(list(todo.values()))
+            for j, key in enumerate(todo):
+                found[key] = self.put(key, {name: t[j:j + 1] for name, t in fresh.items()})
+        return [found[key] for key in keys]
 
     def get_or_compute(self, key: str, compute: Callable[[], Any]) -> Any:
         """The entry for ``key``, or ``compute()`` stored under it. Treat the result as

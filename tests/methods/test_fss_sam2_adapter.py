@@ -44,6 +44,33 @@ def test_cached_features_give_identical_predictions(method):
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
 
 
+def test_support_memories_are_cached_by_content_under_the_fold_weights(tmp_path):
+    cached = tiny_method(tmp_path / "a", untrained=True)
+    fresh = tiny_method(tmp_path / "b", untrained=True, memory_cache_mb=0)
+    batch = val_batch(cached.dataset, 0, 2, "mask", n=3)
+    out = {}
+    for name, m in (("cached", cached), ("fresh", fresh)):
+        begin(m, 0, shot=2)
+        with torch.inference_mode():
+            out[name] = m.predict(batch) + m.predict(batch)
+    # A memory computed in another batch may differ in its last bits, never a mask.
+    for a, b in zip(out["cached"], out["fresh"], strict=True):
+        assert torch.equal(a > 0.5, b > 0.5)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    from refseg_bench.models.cache import image_sha256
+
+    stats = cached.net.memory_cache.stats
+    distinct = len({(image_sha256(im), image_sha256(m)) for e in batch.episodes
+                    for im, m in zip(e.support_images, e.support_masks, strict=True)})
+    assert stats.computed == distinct and stats.hits == distinct  # the second pass: all
+    assert len(fresh.net.memory_cache) == 0
+    state = cached.net.memory_state  # other weights: other keys
+    with torch.no_grad():
+        next(iter(cached.net.model.learnable_modules()["memory_encoder"].parameters())).add_(1)
+    cached.net.use_memory_cache(cached.net.memory_cache)
+    assert cached.net.memory_state != state
+
+
 def test_official_kshot_calibration_changes_only_multi_shot(tmp_path):
     default = tiny_method(tmp_path / "a", untrained=True)
     official = tiny_method(tmp_path / "b", untrained=True, kshot_calibration="official")
