@@ -23,19 +23,21 @@ import torch
 class ImageFeatures:
     """SAM 2 features of ``N`` images: ``maps`` are the three ``(N, C_i, h_i, w_i)`` levels
     (strides 4, 8, 16; the first two already projected by ``conv_s0``/``conv_s1``) and
-    ``pos`` their sine position encodings."""
+    ``pos`` the sine position encoding of the last level, ``(N, C, h, w)`` (the only one
+    the memory attention reads; the larger levels' encodings are never used)."""
 
     maps: list[torch.Tensor]
-    pos: list[torch.Tensor]
+    pos: torch.Tensor
 
     @property
     def sizes(self) -> list[tuple[int, int]]:
         return [tuple(m.shape[-2:]) for m in self.maps]
 
-    def flat(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """SAM 2's flattened layout: lists of ``(h*w, N, C)``."""
+    def flat(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """SAM 2's flattened layout: the maps as a list of ``(h*w, N, C)`` and the last
+        level's position encoding ``(h*w, N, C)``."""
         return ([m.flatten(2).permute(2, 0, 1) for m in self.maps],
-                [p.flatten(2).permute(2, 0, 1) for p in self.pos])
+                self.pos.flatten(2).permute(2, 0, 1))
 
     @property
     def pix_feat(self) -> torch.Tensor:
@@ -47,26 +49,24 @@ class ImageFeatures:
 
     def take(self, rows: list[int]) -> ImageFeatures:
         """The features of images ``rows``."""
-        return ImageFeatures([m[rows] for m in self.maps], [p[rows] for p in self.pos])
+        return ImageFeatures([m[rows] for m in self.maps], self.pos[rows])
 
     def cat(self, other: ImageFeatures) -> ImageFeatures:
         return ImageFeatures([torch.cat(p) for p in zip(self.maps, other.maps, strict=True)],
-                             [torch.cat(p) for p in zip(self.pos, other.pos, strict=True)])
+                             torch.cat([self.pos, other.pos]))
 
 
 def image_features(sam2, x: torch.Tensor) -> ImageFeatures:
     """``(N, 3, S, S)`` SAM 2 input (normalised) -> :class:`ImageFeatures`."""
     out = sam2.forward_image(x)
     levels = sam2.num_feature_levels
-    return ImageFeatures(list(out["backbone_fpn"][-levels:]),
-                         list(out["vision_pos_enc"][-levels:]))
+    return ImageFeatures(list(out["backbone_fpn"][-levels:]), out["vision_pos_enc"][-1])
 
 
-def position_encodings(sam2, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The neck's sine position encodings for feature ``maps`` (they depend on the sizes
-    only, so cached features need not store them)."""
-    pe = sam2.image_encoder.neck.position_encoding
-    return [pe(m).to(m.dtype) for m in maps]
+def position_encoding(sam2, pix_feat: torch.Tensor) -> torch.Tensor:
+    """The neck's sine position encoding for the last-level features ``pix_feat`` (it
+    depends on the size only, so cached features need not store it)."""
+    return sam2.image_encoder.neck.position_encoding(pix_feat).to(pix_feat.dtype)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from refseg_bench.methods.fss_sam2.memory import (
     image_features,
     mask_memory,
     memory_tokens,
-    position_encodings,
+    position_encoding,
 )
 from refseg_bench.methods.fss_sam2.priors import dino_priors
 from refseg_bench.methods.fss_sam2.refine import refine_memory
@@ -113,7 +113,7 @@ class FSSAMNet:
 
         per_image = self._cached(images, x, "sam2", self.image_size, encode)
         maps = [torch.stack([p[j] for p in per_image]).to(x.device) for j in range(3)]
-        return ImageFeatures(maps, position_encodings(self.sam2, maps))
+        return ImageFeatures(maps, position_encoding(self.sam2, maps[-1]))
 
     @torch.no_grad()
     def dino_features(self, x: torch.Tensor, images=None) -> torch.Tensor:
@@ -192,7 +192,7 @@ class FSSAMNet:
         grid = q_feat.sizes[-1]
         small = F.interpolate(masks, size=grid, mode="nearest")[:, :, None]  # B, s, 1, h, w
         flat, pos = q_feat.flat()
-        fused = calibrated_memory_attention(self.sam2.memory_attention, flat[-1], pos[-1],
+        fused = calibrated_memory_attention(self.sam2.memory_attention, flat[-1], pos,
                                             memory, memory_pos, num_ptr, small)
         fused = fused.permute(1, 2, 0).reshape(b, -1, *grid)
         return decode_ungated(self.sam2, fused, q_feat.high_res)
