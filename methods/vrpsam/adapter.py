@@ -11,9 +11,10 @@ sparse prompt of 50 k tokens (the official ``predict_mask_nshot``). Training is 
 A support's frozen backbone features depend on nothing but the support image, its
 annotation and the backbone, and a query's on the query image and the backbone, so at
 evaluation they are kept in caches keyed by that content (``support_cache_mb``,
-``query_cache_mb``; 0 turns one off): the supports (queries) of a batch not seen before go
-through the backbone together, once each, like the query embeddings through the embedding
-cache.
+``image_cache_mb``; 0 turns one off). The backbone up to layer3 (the trunk) is the same
+for an image used as a query and as a support: it is cached per image, so each distinct
+image goes through it once; the supports (queries) of a batch not seen before go through
+the rest together, once each, like the query embeddings through the embedding cache.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class VRPSAM(Method):
         self._initial_state: dict | None = None
         self._active: tuple[int, str] | None = None
         self.loaded: dict[int, fold_weights.FoldWeights] = {}
-        self.support_cache = self.query_cache = None
+        self.support_cache = self.image_cache = None
         self._support_state: str | None = None  # what cached backbone features depend on
 
     # --- set-up ---------------------------------------------------------------------------
@@ -64,7 +65,7 @@ class VRPSAM(Method):
             self.net = build_net(self.preset.model, torch.device(device))
             self._initial_state = copy.deepcopy(self.net.encoder.state_dict())
         self.support_cache = ReferenceCache(max_bytes=self.opts.support_cache_mb << 20)
-        self.query_cache = ReferenceCache(max_bytes=self.opts.query_cache_mb << 20)
+        self.image_cache = ReferenceCache(max_bytes=self.opts.image_cache_mb << 20)
         self._active = None
 
     def _require_setup(self) -> None:
@@ -151,33 +152,52 @@ class VRPSAM(Method):
         backbone = nn.ModuleList([getattr(enc, name) for name in BACKBONE_LAYERS])
         return f"{weights_fingerprint(backbone)}|{self.net.image_size}|{self.net.device}"
 
+    def _trunks(self, images: list, stack) -> list[dict]:
+        """Per image, ``{"mid": (1, C2 + C3, h, w)}``, the backbone trunk shared by its uses
+        as a query and as a support: from the image cache, the others computed together
+        from ``stack(positions)`` (their input tensors)."""
+        from refseg_bench.models.cache import image_sha256
+
+        keys = [f"vrpsam/trunk|{self._support_state}|{image_sha256(im)}" for im in images]
+        return self.image_cache.fill(keys, lambda todo: {"mid": self.net.encoder.trunk(
+            stack(todo))})
+
     def support_features(self, episodes, tensors) -> list:
         """Per shot, the batch's :class:`SupportFeatures` (supports seen before from the
-        support cache, the others in one backbone pass, each distinct support once)."""
+        support cache, the others in one pass from their images' trunks, each distinct
+        support once)."""
         from refseg_bench.methods.vrpsam.encoder import SupportFeatures
 
-        k = tensors.supports.shape[1]
-        where = [(b, i) for i in range(k) for b in range(len(episodes))]
+        k, n = tensors.supports.shape[1], len(episodes)
+        where = [(b, i) for i in range(k) for b in range(n)]
         keys = [self.support_cache.key("vrpsam/support", self._support_state,
                                        [episodes[b].support_images[i]],
                                        [episodes[b].annotations[i]]) for b, i in where]
-        found = self.support_cache.fill(keys, lambda todo: self.net.encoder.support_features(
-            torch.stack([tensors.supports[where[j]] for j in todo]),
-            torch.stack([tensors.masks[where[j]] for j in todo])).as_dict())
-        n = len(episodes)
+
+        def compute(todo: list[int]) -> dict:
+            at = [where[j] for j in todo]
+            trunks = self._trunks([episodes[b].support_images[i] for b, i in at],
+                                  lambda t: torch.stack([tensors.supports[at[j]] for j in t]))
+            return self.net.encoder.support_from_trunk(
+                torch.cat([t["mid"] for t in trunks]),
+                torch.stack([tensors.masks[p] for p in at])).as_dict()
+
+        found = self.support_cache.fill(keys, compute)
         return [SupportFeatures.cat(found[i * n:(i + 1) * n]) for i in range(k)]
 
     def query_features(self, episodes, tensors):
-        """The batch's :class:`QueryFeatures` (queries seen before from the query cache,
-        the others in one backbone pass, each distinct image once)."""
+        """The batch's :class:`QueryFeatures`: each image's trunk and its layer4 from the
+        image cache, the others computed together, each distinct image once."""
         from refseg_bench.methods.vrpsam.encoder import QueryFeatures
         from refseg_bench.models.cache import image_sha256
 
-        keys = [f"vrpsam/query|{self._support_state}|{image_sha256(ep.query_image)}"
+        trunks = self._trunks([ep.query_image for ep in episodes], lambda t: tensors.query[t])
+        keys = [f"vrpsam/query4|{self._support_state}|{image_sha256(ep.query_image)}"
                 for ep in episodes]
-        found = self.query_cache.fill(keys, lambda todo: self.net.encoder.query_features(
-            tensors.query[todo]).as_dict())
-        return QueryFeatures.cat(found)
+        highs = self.image_cache.fill(keys, lambda todo: {"high": self.net.encoder.query_high(
+            torch.cat([trunks[j]["mid"] for j in todo]))})
+        return QueryFeatures(torch.cat([t["mid"] for t in trunks]),
+                             torch.cat([h["high"] for h in highs]))
 
     # --- inference ------------------------------------------------------------------------
     def predict(self, batch) -> list[torch.Tensor]:

@@ -181,20 +181,40 @@ class VRPEncoder(nn.Module):
 
     # --- forward ------------------------------------------------------------------------
     @torch.no_grad()
+    def trunk(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` ImageNet-normalised images -> ``(B, C2 + C3, h, w)``: layer2 (on
+        layer3's grid) and layer3, the part of the backbone a query and a support share."""
+        s = self._stages(images, stop=3)
+        return self._mid(s[2], s[3])
+
+    def _layer3(self, mid: torch.Tensor) -> torch.Tensor:
+        return mid[:, self.channels.layer2:].contiguous()  # _mid keeps layer3 as it is
+
+    @torch.no_grad()
+    def support_from_trunk(self, mid: torch.Tensor, support_mask: torch.Tensor
+                           ) -> SupportFeatures:
+        """``mid``: the supports' :meth:`trunk`; ``support_mask``: ``(B, S, S)`` 0/1
+        annotation raster. See :class:`SupportFeatures`."""
+        layer3 = self._layer3(mid)
+        mask = F.interpolate(support_mask[:, None].float(), size=layer3.shape[-2:],
+                             mode="nearest")
+        return SupportFeatures(mid, mask, self.layer4(layer3 * mask))
+
+    @torch.no_grad()
+    def query_high(self, mid: torch.Tensor) -> torch.Tensor:
+        """layer4 of the queries from their :meth:`trunk` ``mid``: ``(B, C4, h, w)``."""
+        return self.layer4(self._layer3(mid))
+
     def support_features(self, support: torch.Tensor, support_mask: torch.Tensor
                          ) -> SupportFeatures:
         """``support``: ``(B, 3, S, S)`` ImageNet-normalised images; ``support_mask``:
         ``(B, S, S)`` 0/1 annotation raster. See :class:`SupportFeatures`."""
-        s = self._stages(support, stop=3)
-        mask = F.interpolate(support_mask[:, None].float(), size=s[3].shape[-2:],
-                             mode="nearest")
-        return SupportFeatures(self._mid(s[2], s[3]), mask, self.layer4(s[3] * mask))
+        return self.support_from_trunk(self.trunk(support), support_mask)
 
-    @torch.no_grad()
     def query_features(self, query: torch.Tensor) -> QueryFeatures:
         """``query``: ``(B, 3, S, S)`` ImageNet-normalised images. See :class:`QueryFeatures`."""
-        q = self._stages(query)
-        return QueryFeatures(self._mid(q[2], q[3]), q[4])
+        mid = self.trunk(query)
+        return QueryFeatures(mid, self.query_high(mid))
 
     @torch.no_grad()
     def frozen_features(self, query: torch.Tensor, support: torch.Tensor,

@@ -64,15 +64,15 @@ class VRPSAMOptions(TrainedOptions):
     batch_size: int = 8
     train_workers: int = 0
     support_cache_mb: int = 1024
-    query_cache_mb: int = 1024
+    image_cache_mb: int = 1024
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or min(self.train_workers, self.support_cache_mb,
-                                      self.query_cache_mb) < 0:
+                                      self.image_cache_mb) < 0:
             raise ValueError(f"batch_size must be >= 1, train_workers, support_cache_mb and "
-                             f"query_cache_mb >= 0; got {self.batch_size}, "
+                             f"image_cache_mb >= 0; got {self.batch_size}, "
                              f"{self.train_workers}, {self.support_cache_mb} and "
-                             f"{self.query_cache_mb}")
+                             f"{self.image_cache_mb}")
 
 
 def preset(opts: VRPSAMOptions, name: str) -> Preset:

@@ -106,7 +106,7 @@ def test_feature_caches_reuse_features_and_keep_the_masks(tmp_path):
     from refseg_bench.episodes import EpisodeBatch
 
     cached = tiny_method(tmp_path / "a", untrained=True)
-    fresh = tiny_method(tmp_path / "b", untrained=True, support_cache_mb=0, query_cache_mb=0)
+    fresh = tiny_method(tmp_path / "b", untrained=True, support_cache_mb=0, image_cache_mb=0)
     batch = val_batch(cached.dataset, fold=0, shot=2, annotation="scribble", n=3)
     # The same references with every episode's query: the supports repeat across batches.
     repeat = EpisodeBatch([replace(e, support_images=batch.episodes[0].support_images,
@@ -127,6 +127,13 @@ def test_feature_caches_reuse_features_and_keep_the_masks(tmp_path):
     assert stats.computed == distinct and stats.hits == 2  # repeat: both from the cache
     assert fresh.support_cache.stats.computed == distinct + 2
     assert len(fresh.support_cache) == 0
-    # Queries: the repeat batch has the same three, all from the query cache.
-    assert (cached.query_cache.stats.computed, cached.query_cache.stats.hits) == (3, 3)
-    assert fresh.query_cache.stats.computed == 6 and len(fresh.query_cache) == 0
+    # Images: each distinct one's trunk once (as a query or a support), each query's layer4
+    # once; the repeat batch takes them all from the image cache.
+    from refseg_bench.models.cache import image_sha256
+
+    images = {image_sha256(im) for e in batch.episodes
+              for im in (e.query_image, *e.support_images)}
+    queries = {image_sha256(e.query_image) for e in batch.episodes}
+    assert cached.image_cache.stats.computed == len(images) + len(queries)
+    assert fresh.image_cache.stats.computed > cached.image_cache.stats.computed
+    assert len(fresh.image_cache) == 0
