@@ -121,23 +121,44 @@ def predict_batch(method, loaded: list[LoadedEpisode], annotation: str) -> list[
     return preds
 
 
-def evaluate_unit(plan: RunPlan, method, seed: int, fold: int, world: World,
-                  device: torch.device, timing: Timing, progress=None) -> Scorer:
-    """Evaluate the episodes of one (seed, fold) this rank still owes; returns this rank's
-    scorer over its new episodes (rank 0's also holds those finished in earlier sessions)."""
-    cfg, unit = plan.cfg, records.unit_name(seed, fold)
-    unit_dir = plan.run_dir / unit
+@dataclass
+class UnitWork:
+    """What a (seed, fold) unit still owes, with its loader already decoding."""
+
+    seed: int
+    fold: int
+    manifest: Manifest
+    done: dict
+    batches: object  # iterator over lists of LoadedEpisode
+
+
+def open_unit(plan: RunPlan, seed: int, fold: int, world: World,
+              device: torch.device) -> UnitWork:
+    """The unit's manifest and finished rows, and an iterator over the episodes this rank
+    still owes whose loader workers start decoding at once."""
+    cfg = plan.cfg
     manifest = unit_manifest(plan, seed, fold, world)
-    classes = plan.dataset.classes(fold, cfg.split)
-    done = records.read_rows(unit_dir)
+    done = records.read_rows(plan.run_dir / records.unit_name(seed, fold))
     todo = [s for s in manifest.episodes
             if s.index not in done and s.index % world.size == world.rank]
-    # Loader workers start decoding now, while the method prepares the unit below.
     batches = iter(episode_loader(plan.dataset, todo, cfg.annotation,
                                   plan.protocol.annotation_style,
                                   batch_size=int(cfg.batch_size),
                                   num_workers=int(cfg.num_workers),
                                   pin_memory=device.type == "cuda"))
+    return UnitWork(seed, fold, manifest, done, batches)
+
+
+def evaluate_unit(plan: RunPlan, method, work: UnitWork, world: World,
+                  device: torch.device, timing: Timing, progress=None) -> Scorer:
+    """Evaluate the episodes of one (seed, fold) this rank still owes (``work``, opened by
+    :func:`open_unit`, so its loader decodes while the method prepares); returns this rank's
+    scorer over its new episodes (rank 0's also holds those finished in earlier sessions)."""
+    cfg, seed, fold = plan.cfg, work.seed, work.fold
+    unit = records.unit_name(seed, fold)
+    unit_dir = plan.run_dir / unit
+    manifest, done, batches = work.manifest, work.done, work.batches
+    classes = plan.dataset.classes(fold, cfg.split)
     # Outside any grad mode: a method may load or even train its fold's weights here.
     method.begin_unit(Unit(plan.dataset, fold, cfg.split, int(cfg.shot), cfg.annotation, seed))
     scorer = Scorer(classes, device)
@@ -217,16 +238,19 @@ def run(cfg: DictConfig) -> dict:
             records.prepare_run_dir(plan.run_dir, cfg, bool(cfg.overwrite))
             records.announce_resume(plan)
         world.barrier()
+        pending = [(seed, fold) for seed in plan.seeds for fold in plan.folds]
+        # The first unit's loader workers decode while the model is built.
+        work = open_unit(plan, *pending[0], world, device)
         method.setup(device, plan.dataset)
         timing = Timing()
         units = {}
         with _progress(cfg, world) as progress:
-            for seed in plan.seeds:
-                for fold in plan.folds:
-                    scorer = evaluate_unit(plan, method, seed, fold, world, device, timing,
-                                           progress)
-                    scorer.all_reduce()
-                    units[(seed, fold)] = scorer.compute()
+            for i, (seed, fold) in enumerate(pending):
+                if i:
+                    work = open_unit(plan, seed, fold, world, device)
+                scorer = evaluate_unit(plan, method, work, world, device, timing, progress)
+                scorer.all_reduce()
+                units[(seed, fold)] = scorer.compute()
         world.barrier()
         if not world.is_main:
             return {}
