@@ -203,6 +203,20 @@ class SharedBatch:
                 for it in self.unpack()]
 
 
+# Shared batches need room in /dev/shm (a container's default is 64 MB, and a full /dev/shm
+# crashes the reader with SIGBUS): below this much free space batches are pickled instead.
+SHM_NEEDED = 1 << 30
+
+
+def shm_free_bytes() -> int:
+    """Free bytes of the shared-memory file system (0 where there is none)."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
 def collate_shared(items: list) -> SharedBatch:
     """``collate`` in a loader worker: the batch's arrays go to one shared buffer."""
     return SharedBatch(items)
@@ -231,12 +245,15 @@ def episode_loader(dataset: FoldedDataset, specs: list[EpisodeSpec], annotation:
 
     With ``num_workers > 0`` worker processes load the next batches (``PREFETCH_BATCHES``
     each) while the caller predicts; batches still arrive in order and every episode is
-    fixed by its manifest row, so the worker count never changes an episode. Workers are
+    fixed by its manifest row, so the worker count never changes an episode. A batch
+    travels in one shared-memory buffer (:class:`SharedBatch`) when /dev/shm has
+    ``SHM_NEEDED`` free, else pickled. Workers are
     forked where the platform allows (no re-import of torch per worker); ``pin_memory``
     puts the arrays in page-locked memory for fast copies to a GPU. A ``DatasetError``
     (missing or corrupt file) is raised unchanged when its batch is reached.
     """
     workers = min(num_workers, math.ceil(len(specs) / batch_size))
+    shared = workers > 0 and shm_free_bytes() >= SHM_NEEDED
     extra = {}
     if workers:
         extra["prefetch_factor"] = PREFETCH_BATCHES
@@ -246,7 +263,7 @@ def episode_loader(dataset: FoldedDataset, specs: list[EpisodeSpec], annotation:
         EpisodeDataset(dataset, specs, annotation, annotation_style,
                        support_labels=support_labels, carry_errors=True),
         batch_size=batch_size, num_workers=workers,
-        collate_fn=collate_shared if workers else collate,
+        collate_fn=collate_shared if shared else collate,
         pin_memory=pin_memory and torch.cuda.is_available(), **extra))
 
 

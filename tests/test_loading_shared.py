@@ -52,3 +52,19 @@ def test_shared_round_trip_keeps_every_array(with_masks):
         assert isinstance(y, np.ndarray) and y.dtype == x.dtype and np.array_equal(x, y)
     np.testing.assert_array_equal(b.annotations[0].boxes, a.annotations[0].boxes)
     assert after[1].skip_reason == "empty support"
+
+
+def test_a_small_dev_shm_falls_back_to_pickled_batches(monkeypatch):
+    from refseg_bench import loading
+
+    captured = {}
+
+    class Spy:
+        def __init__(self, dataset, **kw):
+            captured.update(kw)
+
+    monkeypatch.setattr(loading.torch.utils.data, "DataLoader", Spy)
+    for free, expected in ((64 << 20, loading.collate), (8 << 30, loading.collate_shared)):
+        monkeypatch.setattr(loading, "shm_free_bytes", lambda free=free: free)
+        loading.episode_loader(None, [None] * 4, "mask", batch_size=2, num_workers=1)
+        assert captured["collate_fn"] is expected
