@@ -27,9 +27,11 @@ HERE = Path(__file__).resolve().parent
 # sections); --full uses each script's defaults.
 QUICK: dict[str, list[str]] = {
     "perf_core.py": ["--repeats", "3", "--overhead-episodes", "60"],
+    # Whole runs need some episodes before a run's fixed costs (model build, record,
+    # plots) stop deciding the ratio: 58 recurring ones (29 for the slow official loops).
     "vs_official.py": ["--objects", "2", "--images", "3", "--image-side", "160",
-                       "--persam-f-iters", "100", "--per-class", "2", "--episodes", "8",
-                       "--vrpsam-size", "128", "--slow-per-class", "2", "--slow-episodes", "3"],
+                       "--persam-f-iters", "100", "--per-class", "4", "--episodes", "58",
+                       "--slow-per-class", "2", "--slow-episodes", "29"],
     "perf_embedding_cache.py": ["--episodes", "200"],
     "perf_coco_prepare.py": ["--sizes", "5000", "20000"],
     "baselines_synthetic.py": ["--episodes", "40", "--folds", "0"],

@@ -132,3 +132,15 @@ def options_dict(opts: Any) -> dict:
             return {k: plain(x) for k, x in v.items()}
         return v
     return {k: plain(v) for k, v in dataclasses.asdict(opts).items()}
+
+
+def check_bounds(opts: Any, at_least_one: tuple[str, ...] = (),
+                 at_least_zero: tuple[str, ...] = ()) -> None:
+    """Raise ``ValueError`` naming every option of ``opts`` below its bound (for a frozen
+    options dataclass's ``__post_init__``)."""
+    bad = [f"{name} must be >= 1 (got {getattr(opts, name)})" for name in at_least_one
+           if getattr(opts, name) < 1]
+    bad += [f"{name} must be >= 0 (got {getattr(opts, name)})" for name in at_least_zero
+            if getattr(opts, name) < 0]
+    if bad:
+        raise ValueError("; ".join(bad))

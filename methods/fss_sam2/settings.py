@@ -132,12 +132,10 @@ class FSSAMOptions(TrainedOptions):
     memory_cache_mb: int = 1024
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or min(self.train_workers, self.imr_iterations,
-                                      self.memory_cache_mb) < 0:
-            raise ValueError(f"batch_size must be >= 1, train_workers, imr_iterations and "
-                             f"memory_cache_mb >= 0; got {self.batch_size}, "
-                             f"{self.train_workers}, {self.imr_iterations}, "
-                             f"{self.memory_cache_mb}")
+        from refseg_bench.options import check_bounds
+
+        check_bounds(self, ("batch_size",), ("train_workers", "imr_iterations",
+                                             "memory_cache_mb"))
 
 
 def preset(opts: FSSAMOptions, name: str) -> Preset:

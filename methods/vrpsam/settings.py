@@ -67,12 +67,10 @@ class VRPSAMOptions(TrainedOptions):
     image_cache_mb: int = 1024
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or min(self.train_workers, self.support_cache_mb,
-                                      self.image_cache_mb) < 0:
-            raise ValueError(f"batch_size must be >= 1, train_workers, support_cache_mb and "
-                             f"image_cache_mb >= 0; got {self.batch_size}, "
-                             f"{self.train_workers}, {self.support_cache_mb} and "
-                             f"{self.image_cache_mb}")
+        from refseg_bench.options import check_bounds
+
+        check_bounds(self, ("batch_size",), ("train_workers", "support_cache_mb",
+                                             "image_cache_mb"))
 
 
 def preset(opts: VRPSAMOptions, name: str) -> Preset:

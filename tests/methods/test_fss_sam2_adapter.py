@@ -151,6 +151,10 @@ def test_stage_options_are_checked(tmp_path):
         tiny_method(tmp_path, kshot_calibration="first")
     with pytest.raises(ConfigError, match="imr_version"):
         tiny_method(tmp_path, imr_version="v3")
+    with pytest.raises(ConfigError, match=r"memory_cache_mb must be >= 0 \(got -1\)"):
+        tiny_method(tmp_path, memory_cache_mb=-1)
+    with pytest.raises(ConfigError, match=r"batch_size must be >= 1 \(got 0\)"):
+        tiny_method(tmp_path, batch_size=0)
 
 
 def test_describe_records_the_recipe_and_provenance(method):
