@@ -163,27 +163,28 @@ class VRPSAM(Method):
             stack(todo))})
 
     def support_features(self, episodes, tensors) -> list:
-        """Per shot, the batch's :class:`SupportFeatures` (supports seen before from the
-        support cache, the others in one pass from their images' trunks, each distinct
-        support once)."""
+        """Per shot, the batch's :class:`SupportFeatures`: each support image's trunk from
+        the image cache, the mask and masked layer4 of supports seen before from the
+        support cache, the others computed together, each distinct support once."""
         from refseg_bench.methods.vrpsam.encoder import SupportFeatures
 
         k, n = tensors.supports.shape[1], len(episodes)
         where = [(b, i) for i in range(k) for b in range(n)]
+        trunks = self._trunks([episodes[b].support_images[i] for b, i in where],
+                              lambda t: torch.stack([tensors.supports[where[j]] for j in t]))
         keys = [self.support_cache.key("vrpsam/support", self._support_state,
                                        [episodes[b].support_images[i]],
                                        [episodes[b].annotations[i]]) for b, i in where]
 
         def compute(todo: list[int]) -> dict:
-            at = [where[j] for j in todo]
-            trunks = self._trunks([episodes[b].support_images[i] for b, i in at],
-                                  lambda t: torch.stack([tensors.supports[at[j]] for j in t]))
-            return self.net.encoder.support_from_trunk(
-                torch.cat([t["mid"] for t in trunks]),
-                torch.stack([tensors.masks[p] for p in at])).as_dict()
+            feats = self.net.encoder.support_from_trunk(
+                torch.cat([trunks[j]["mid"] for j in todo]),
+                torch.stack([tensors.masks[where[j]] for j in todo]))
+            return {"mask": feats.mask, "high": feats.high}  # mid: the trunk, kept once
 
         found = self.support_cache.fill(keys, compute)
-        return [SupportFeatures.cat(found[i * n:(i + 1) * n]) for i in range(k)]
+        return [SupportFeatures.cat([{**found[j], "mid": trunks[j]["mid"]}
+                                     for j in range(i * n, (i + 1) * n)]) for i in range(k)]
 
     def query_features(self, episodes, tensors):
         """The batch's :class:`QueryFeatures`: each image's trunk and its layer4 from the
