@@ -29,24 +29,18 @@ class LoadedEpisode:
     label: np.ndarray | None
     skip_reason: str | None = None
 
-    def map_arrays(self, fn) -> LoadedEpisode:
-        """The same episode with ``fn`` applied to its image-sized arrays (images, support
-        labels, annotation rasters, query label), in that order."""
-        if self.episode is None:
-            return self
-        ep = self.episode
-        episode = replace(ep, query_image=fn(ep.query_image),
-                          support_images=[fn(im) for im in ep.support_images],
-                          support_masks=None if ep.support_masks is None else
-                          [fn(m) for m in ep.support_masks],
-                          annotations=[replace(a, raster=fn(a.raster)) for a in ep.annotations])
-        return replace(self, episode=episode, label=fn(self.label))
-
     def pin_memory(self) -> LoadedEpisode:
         """The same episode with its arrays in page-locked memory, still as NumPy arrays
         (views of pinned tensors), so copies to a GPU are direct DMA and may overlap
         compute. Called by the ``DataLoader`` pinning thread (``pin_memory=True``)."""
-        return self.map_arrays(_pinned)
+        if self.episode is None:
+            return self
+        ep = self.episode
+        episode = replace(ep, query_image=_pinned(ep.query_image),
+                          support_images=[_pinned(im) for im in ep.support_images],
+                          support_masks=None if ep.support_masks is None else
+                          [_pinned(m) for m in ep.support_masks])
+        return replace(self, episode=episode, label=_pinned(self.label))
 
 
 def _pinned(array: np.ndarray) -> np.ndarray:
@@ -145,8 +139,6 @@ class EpisodeBatches:
     @staticmethod
     def _raising(batches):
         for batch in batches:
-            if isinstance(batch, SharedBatch):
-                batch = batch.unpack()
             for item in batch:
                 if isinstance(item, LoadFailure):
                     raise item.error
@@ -155,71 +147,6 @@ class EpisodeBatches:
 
 def collate(items: list[LoadedEpisode]) -> list[LoadedEpisode]:
     return items
-
-
-_ALIGN = 64  # bytes: every array of a shared batch starts on a cache line
-
-
-class SharedBatch:
-    """A loader worker's batch with every image-sized array packed into one shared-memory
-    buffer: the main process maps it once and reads the arrays as views, where pickling
-    them through the worker's pipe would copy every byte on both sides (about 1 ms per
-    PASCAL episode in the main process). Built by :func:`collate_shared`."""
-
-    def __init__(self, items: list) -> None:
-        sizes = []
-        for it in items:
-            if isinstance(it, LoadedEpisode):
-                it.map_arrays(lambda a: sizes.append(-(-a.nbytes // _ALIGN) * _ALIGN))
-        self.buffer = torch.empty(sum(sizes), dtype=torch.uint8).share_memory_()
-        flat, offset = self.buffer.numpy(), 0
-
-        def place(a: np.ndarray) -> tuple:
-            nonlocal offset
-            a = np.ascontiguousarray(a)
-            flat[offset:offset + a.nbytes] = a.reshape(-1).view(np.uint8)
-            slot = (offset, a.shape, a.dtype.str)
-            offset += -(-a.nbytes // _ALIGN) * _ALIGN
-            return slot
-
-        self.items = [it.map_arrays(place) if isinstance(it, LoadedEpisode) else it
-                      for it in items]
-
-    def unpack(self) -> list:
-        """The batch, its arrays NumPy views of the shared buffer."""
-        flat = self.buffer.numpy()
-
-        def view(slot: tuple) -> np.ndarray:
-            offset, shape, dtype = slot
-            dtype = np.dtype(dtype)
-            n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            return flat[offset:offset + n].view(dtype).reshape(shape)
-
-        return [it.map_arrays(view) if isinstance(it, LoadedEpisode) else it
-                for it in self.items]
-
-    def pin_memory(self) -> list:  # the DataLoader's pinning thread (GPU runs)
-        return [it.pin_memory() if isinstance(it, LoadedEpisode) else it
-                for it in self.unpack()]
-
-
-# Shared batches need room in /dev/shm (a container's default is 64 MB, and a full /dev/shm
-# crashes the reader with SIGBUS): below this much free space batches are pickled instead.
-SHM_NEEDED = 1 << 30
-
-
-def shm_free_bytes() -> int:
-    """Free bytes of the shared-memory file system (0 where there is none)."""
-    try:
-        st = os.statvfs("/dev/shm")
-    except OSError:
-        return 0
-    return st.f_bavail * st.f_frsize
-
-
-def collate_shared(items: list) -> SharedBatch:
-    """``collate`` in a loader worker: the batch's arrays go to one shared buffer."""
-    return SharedBatch(items)
 
 
 AUTO_WORKERS_MAX = 4  # beyond this, decoding rarely limits a run and workers cost memory
@@ -245,15 +172,12 @@ def episode_loader(dataset: FoldedDataset, specs: list[EpisodeSpec], annotation:
 
     With ``num_workers > 0`` worker processes load the next batches (``PREFETCH_BATCHES``
     each) while the caller predicts; batches still arrive in order and every episode is
-    fixed by its manifest row, so the worker count never changes an episode. A batch
-    travels in one shared-memory buffer (:class:`SharedBatch`) when /dev/shm has
-    ``SHM_NEEDED`` free, else pickled. Workers are
+    fixed by its manifest row, so the worker count never changes an episode. Workers are
     forked where the platform allows (no re-import of torch per worker); ``pin_memory``
     puts the arrays in page-locked memory for fast copies to a GPU. A ``DatasetError``
     (missing or corrupt file) is raised unchanged when its batch is reached.
     """
     workers = min(num_workers, math.ceil(len(specs) / batch_size))
-    shared = workers > 0 and shm_free_bytes() >= SHM_NEEDED
     extra = {}
     if workers:
         extra["prefetch_factor"] = PREFETCH_BATCHES
@@ -262,8 +186,7 @@ def episode_loader(dataset: FoldedDataset, specs: list[EpisodeSpec], annotation:
     return EpisodeBatches(torch.utils.data.DataLoader(
         EpisodeDataset(dataset, specs, annotation, annotation_style,
                        support_labels=support_labels, carry_errors=True),
-        batch_size=batch_size, num_workers=workers,
-        collate_fn=collate_shared if shared else collate,
+        batch_size=batch_size, num_workers=workers, collate_fn=collate,
         pin_memory=pin_memory and torch.cuda.is_available(), **extra))
 
 
