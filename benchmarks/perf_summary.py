@@ -26,7 +26,9 @@ HERE = Path(__file__).resolve().parent
 # Short settings for `make perf` on a small machine (every script still covers all its
 # sections); --full uses each script's defaults.
 QUICK: dict[str, list[str]] = {
-    "perf_core.py": ["--repeats", "3", "--overhead-episodes", "60"],
+    # 400 episodes: a loader worker's start-up and first batch (~0.1 s) are a run's fixed
+    # cost, which 60 episodes of 25 ms would not amortise (a fold runs 1000).
+    "perf_core.py": ["--repeats", "3", "--overhead-episodes", "400"],
     # Whole runs need some episodes before a run's fixed costs (model build, record,
     # plots) stop deciding the ratio: 58 recurring ones (29 for the slow official loops).
     "vs_official.py": ["--objects", "2", "--images", "3", "--image-side", "160",
