@@ -52,7 +52,9 @@ def test_ctrl_c_says_how_far_and_the_rerun_resumes(tmp_path, capsys):
 def test_sigint_to_a_running_cli(tmp_path):
     """A real Ctrl-C (SIGINT) to a real CLI process in the middle of the episode loop."""
     results = tmp_path / "results"
-    argv = fake_cli("run", *FAKE, "method=slow", "method_args.delay=0.1", "batch_size=1",
+    # 0.3 s an episode: 7 s between the first row and the end, which a loaded machine's
+    # poller cannot miss (at 0.1 s a fresh-clone run once finished before the signal).
+    argv = fake_cli("run", *FAKE, "method=slow", "method_args.delay=0.3", "batch_size=1",
                     f"results_dir={results}", "run_id=s")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rows = _rows(results, "s")
