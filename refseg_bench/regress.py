@@ -20,13 +20,14 @@ import contextlib
 import json
 import platform
 from dataclasses import dataclass
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from refseg_bench.errors import ConfigError
+from refseg_bench.records import package_versions
 
 GOLDEN_FORMAT = 1
 PLAN_FILE = "regress.yaml"
@@ -237,15 +238,9 @@ def _episode(row: dict) -> dict:
 
 def environment() -> dict:
     """Library versions the goldens were made with (a change there can move numbers)."""
-    versions = {}
-    for name in ENV_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {"python": platform.python_version(), "packages": versions, "torch_threads": 1,
-            "device": "cpu", "cpu_capability": cpu_capability(), "onednn": False,
-            "mkl_cbwr": CPU_ENV["MKL_CBWR"]}
+    return {"python": platform.python_version(), "packages": package_versions(ENV_PACKAGES),
+            "torch_threads": 1, "device": "cpu", "cpu_capability": cpu_capability(),
+            "onednn": False, "mkl_cbwr": CPU_ENV["MKL_CBWR"]}
 
 
 def golden_record(method: str, case_records: dict[str, dict]) -> dict:
