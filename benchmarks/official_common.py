@@ -94,6 +94,22 @@ NEAR_LOGIT = 1e-4
 NEAR_RULE = f"official |logit| < {NEAR_LOGIT:g}"
 
 
+def record_logits(model) -> list[torch.Tensor]:
+    """Keep the ``(S, S)`` float32 logits of every episode that ``model``'s forward returns
+    (its first output, one map per episode), in order; the model and its output are
+    unchanged. The official side's logits feed :func:`near_threshold`."""
+    logits: list[torch.Tensor] = []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        logits.extend(o.detach().cpu().float().reshape(o.shape[-2:]).clone() for o in out[0])
+        return out
+
+    model.forward = recording
+    return logits
+
+
 def near_threshold(logits: list, masks: dict[str, np.ndarray], *, strict: bool
                    ) -> dict[str, np.ndarray]:
     """Per episode, the pixels whose official logit is within ``NEAR_LOGIT`` of 0.

@@ -61,7 +61,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from official_common import NEAR_RULE, Comparison, Context, Side, near_threshold, run_ours
+from official_common import (
+    NEAR_RULE,
+    Comparison,
+    Context,
+    Side,
+    near_threshold,
+    record_logits,
+    run_ours,
+)
 from official_episodes import EpisodeSet, distinct, pascal_view, recurring
 
 OFFICIAL_ENV = "FSSAM_OFFICIAL_DIR"
@@ -145,7 +153,7 @@ def official(ctx: Context) -> Side:
     loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False,
                                          num_workers=resolve_workers("auto"),
                                          pin_memory=False, sampler=None)
-    recorded, logits = _record_predictions(official_test), _record_logits(model)
+    recorded, logits = _record_predictions(official_test), record_logits(model)
     t = time.perf_counter()
     warmup = torch.utils.data.DataLoader(_Wrapped(data, WARMUP_LIST), batch_size=1,
                                          shuffle=False, num_workers=loader.num_workers,
@@ -274,23 +282,6 @@ def _record_predictions(official_test) -> list[np.ndarray]:
 
     official_test.intersectionAndUnionGPU = recording
     return recorded
-
-
-def _record_logits(model) -> list[torch.Tensor]:
-    """Keep the logits of every forward call of ``model``, ``(S, S)`` float32 per episode,
-    in order; the model and its output are unchanged."""
-    logits: list[torch.Tensor] = []
-    forward = model.forward
-
-    def recording(*args, **kwargs):
-        out = forward(*args, **kwargs)
-        logits.extend(o.detach().cpu().float().reshape(o.shape[-2:]).clone() for o in out[0])
-        return out
-
-    model.forward = recording
-    return logits
-
-
 
 
 # --- our side ------------------------------------------------------------------------------

@@ -51,7 +51,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from official_common import NEAR_RULE, Comparison, Context, Side, near_threshold, run_ours
+from official_common import (
+    NEAR_RULE,
+    Comparison,
+    Context,
+    Side,
+    near_threshold,
+    record_logits,
+    run_ours,
+)
 from official_episodes import EpisodeSet, distinct, pascal_view, recurring
 
 OFFICIAL_ENV = "VRPSAM_OFFICIAL_DIR"
@@ -179,7 +187,7 @@ def official(ctx: Context) -> Side:
                                          pin_memory=ctx.device.type == "cuda", num_workers=0)
     timing["build_s"] = time.perf_counter() - start
     recorded = _record_predictions(Evaluator)
-    logits = _record_logits(sam_model)
+    logits = record_logits(sam_model)
     t = time.perf_counter()
     with torch.no_grad():
         _, miou, _ = official_train.train(args, 0, model, sam_model, loader, None, None,
@@ -190,21 +198,6 @@ def official(ctx: Context) -> Side:
     # train.py scores sigmoid(low_masks) > 0.5 at the model size (use_original_imgsize off)
     return Side(seconds, float(miou), masks, timing,
                 near_threshold(logits, masks, strict=True), NEAR_RULE)
-
-
-def _record_logits(sam_model) -> list[torch.Tensor]:
-    """Keep the ``(S, S)`` logits of every episode that ``sam_model``'s forward returns
-    (``low_masks``), in order; the model and its output are unchanged."""
-    logits: list[torch.Tensor] = []
-    forward = sam_model.forward
-
-    def recording(*args, **kwargs):
-        out = forward(*args, **kwargs)
-        logits.extend(o.detach().cpu().float().reshape(o.shape[-2:]).clone() for o in out[0])
-        return out
-
-    sam_model.forward = recording
-    return logits
 
 
 class _DDP(torch.nn.Module):
