@@ -116,7 +116,7 @@ class EpisodeEmd:
         first: dict[bytes, int] = {}
         self.rep = np.array([first.setdefault(k, i) for i, k in enumerate(keys)])
         self._value: dict[int, float] = {}  # representative row -> 1 - emd
-        self._duals: list[tuple[int, np.ndarray, np.ndarray]] = []  # (row, u, v)
+        self._dual: tuple[int, np.ndarray, np.ndarray] | None = None  # (row, u, v)
         self._cost64: np.ndarray | None = None
         self.all_optimal = True  # every solve so far reached its optimum
 
@@ -132,23 +132,24 @@ class EpisodeEmd:
     def exact(self, i: int) -> float:
         return self._value[int(self.rep[i])]
 
-    def solve(self, rows: list[int], duals: bool = False) -> None:
-        """Solve the distinct masks of ``rows`` not solved yet (keeping their duals)."""
+    def solve(self, rows: list[int], keep_dual: bool = False) -> None:
+        """Solve the distinct masks of ``rows`` not solved yet (``keep_dual``: keep the
+        dual of the first, which :meth:`upper_scores` bounds the others with)."""
         todo = sorted({int(self.rep[i]) for i in rows} - set(self._value))
         out = self.pool.map(lambda r: _solve(self.cost_ref, self.flat[r]), todo)
         self.pool.solved += len(todo)
-        for r, (value, dual, optimal) in zip(todo, out, strict=True):
+        for r, (value, _, optimal) in zip(todo, out, strict=True):
             self._value[r] = value
             self.all_optimal &= optimal
-            if duals:
-                self._duals.append((r, *dual))
+        if keep_dual and todo:
+            self._dual = (todo[0], *out[0][1])
 
-    def upper_scores(self, rows: list[int], dual: int = 0) -> np.ndarray:
-        """``(len(rows),)`` float64 upper bounds on ``1 - emd`` of ``rows`` from the
-        ``dual``-th dual kept (exact for solved masks)."""
+    def upper_scores(self, rows: list[int]) -> np.ndarray:
+        """``(len(rows),)`` float64 upper bounds on ``1 - emd`` of ``rows`` from the kept
+        dual (exact for solved masks)."""
         if self._cost64 is None:
             self._cost64 = self.cost_ref.astype(np.float64)
-        r, u, v = self._duals[dual]
+        r, u, v = self._dual
         out = 1 - dual_lower_bounds(self._cost64, self.flat[rows], self.flat[r], u, v)
         out += BOUND_MARGIN
         for j, i in enumerate(rows):

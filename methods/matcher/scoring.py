@@ -97,7 +97,7 @@ def _bounded_topk(ep, metric: dict, s: Setting) -> torch.Tensor | None:
     n, k, thr = len(metric["purity"]), s.num_merging_mask, s.topk_scores_threshold
     if n == 0 or not ep.boundable:
         return None
-    ep.solve([0], duals=True)  # one exact solve whose dual bounds all the others
+    ep.solve([0], keep_dual=True)  # one exact solve whose dual bounds all the others
     upper = ep.upper_scores(list(range(n)))
     while True:
         if not ep.all_optimal:
