@@ -152,29 +152,31 @@ class VRPSAM(Method):
         backbone = nn.ModuleList([getattr(enc, name) for name in BACKBONE_LAYERS])
         return f"{weights_fingerprint(backbone)}|{self.net.image_size}|{self.net.device}"
 
-    def _trunks(self, images: list, stack) -> list[dict]:
-        """Per image, ``{"mid": (1, C2 + C3, h, w)}``, the backbone trunk shared by its uses
-        as a query and as a support: from the image cache, the others computed together
-        from ``stack(positions)`` (their input tensors)."""
-        from refseg_bench.models.cache import image_sha256
-
-        keys = [f"vrpsam/trunk|{self._support_state}|{image_sha256(im)}" for im in images]
+    def _trunks(self, digests: list[str], stack) -> list[dict]:
+        """Per image (by its ``image_sha256`` digest), ``{"mid": (1, C2 + C3, h, w)}``, the
+        backbone trunk shared by its uses as a query and as a support: from the image
+        cache, the others computed together from ``stack(positions)`` (their inputs)."""
+        keys = [f"vrpsam/trunk|{self._support_state}|{d}" for d in digests]
         return self.image_cache.fill(keys, lambda todo: {"mid": self.net.encoder.trunk(
             stack(todo))})
 
     def support_features(self, episodes, tensors) -> list:
         """Per shot, the batch's :class:`SupportFeatures`: each support image's trunk from
         the image cache, the mask and masked layer4 of supports seen before from the
-        support cache, the others computed together, each distinct support once."""
+        support cache (keyed by image and annotation), the others computed together, each
+        distinct support once."""
         from refseg_bench.methods.vrpsam.encoder import SupportFeatures
+        from refseg_bench.models.cache import image_sha256
+        from refseg_bench.models.reference_cache import annotation_sha256
 
         k, n = tensors.supports.shape[1], len(episodes)
         where = [(b, i) for i in range(k) for b in range(n)]
-        trunks = self._trunks([episodes[b].support_images[i] for b, i in where],
-                              lambda t: torch.stack([tensors.supports[where[j]] for j in t]))
-        keys = [self.support_cache.key("vrpsam/support", self._support_state,
-                                       [episodes[b].support_images[i]],
-                                       [episodes[b].annotations[i]]) for b, i in where]
+        digests = [image_sha256(episodes[b].support_images[i]) for b, i in where]
+        trunks = self._trunks(digests, lambda t: torch.stack([tensors.supports[where[j]]
+                                                              for j in t]))
+        keys = [f"vrpsam/support|{self._support_state}|{d}|"
+                f"{annotation_sha256(episodes[b].annotations[i])}"
+                for d, (b, i) in zip(digests, where, strict=True)]
 
         def compute(todo: list[int]) -> dict:
             feats = self.net.encoder.support_from_trunk(
@@ -192,9 +194,9 @@ class VRPSAM(Method):
         from refseg_bench.methods.vrpsam.encoder import QueryFeatures
         from refseg_bench.models.cache import image_sha256
 
-        trunks = self._trunks([ep.query_image for ep in episodes], lambda t: tensors.query[t])
-        keys = [f"vrpsam/query4|{self._support_state}|{image_sha256(ep.query_image)}"
-                for ep in episodes]
+        digests = [image_sha256(ep.query_image) for ep in episodes]
+        trunks = self._trunks(digests, lambda t: tensors.query[t])
+        keys = [f"vrpsam/query4|{self._support_state}|{d}" for d in digests]
         highs = self.image_cache.fill(keys, lambda todo: {"high": self.net.encoder.query_high(
             torch.cat([trunks[j]["mid"] for j in todo]))})
         return QueryFeatures(torch.cat([t["mid"] for t in trunks]),
