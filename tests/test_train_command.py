@@ -51,3 +51,32 @@ def test_train_refuses_methods_without_a_training_step(tmp_path, capsys):
 def test_bad_vrpsam_options_are_user_errors(tmp_path, capsys, bad):
     assert main(["train", f"results_dir={tmp_path}", "fold=0", *TINY, bad]) == 2
     assert "vrpsam" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_saving_weights_is_one_line_and_the_rerun_trains(tmp_path):
+    """A file-size limit stands in for a full disk: torch reports the failed write as an
+    opaque RuntimeError ("unexpected pos"); the CLI must name the file and what to do."""
+    import resource
+    import subprocess
+
+    from fakes import fake_cli
+
+    from refseg_bench.cli import EXIT_IO_ERROR
+
+    results = tmp_path / "results"
+    argv = fake_cli("train", f"results_dir={results}", "fold=1", *TINY)
+    limit = 64 * 1024  # below the tiny encoder's weights file, above every json written
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=small_disk)
+    assert r.returncode == EXIT_IO_ERROR, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("I/O error: File too large") and ".pt" in last, r.stderr
+    assert "rerun the same command to resume" in last
+    assert not list(results.rglob("*.tmp"))  # no half-written file is left behind
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    info = json.loads(next(results.rglob("train.json")).read_text())
+    assert info["complete"]

@@ -46,11 +46,42 @@ class CheckpointKey:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a killed run never leaves half a file."""
+    """``torch.save`` to a temporary file, then rename: a killed run never leaves half a file.
+
+    A failed write (full disk, quota, file-size limit) is raised as an ``OSError`` naming
+    ``path``: torch reports it only as an opaque ``RuntimeError`` ("unexpected pos").
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    try:
+        # By path, not through a file object: torch names the archive's records after the
+        # file, and a trained checkpoint's sha256 (kept in the regression goldens) is
+        # over those bytes.
+        torch.save(obj, tmp)
+    except RuntimeError as err:
+        cause = _write_fault(tmp)
+        tmp.unlink(missing_ok=True)
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror, str(path)) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+def _write_fault(tmp: Path) -> OSError | None:
+    """The OSError that writing more to ``tmp`` raises now (full disk, quota, file-size
+    limit), or None when a write succeeds: torch's RuntimeError drops the errno, so the
+    failed save is probed with one more write of 1 MiB to the same file."""
+    try:
+        with open(tmp, "ab") as f:
+            f.write(bytes(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        return err
+    return None
 
 
 def read_info(directory: Path) -> dict | None:
