@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from refseg_bench import hostmem
 from refseg_bench.episodes import ANNOTATION_KINDS
 from refseg_bench.errors import ConfigError
 from refseg_bench.registry import DATASETS, METHODS, UnknownNameError, load_builtin_entries
@@ -42,6 +43,7 @@ class RunConfig:
     seed: int | None = None  # None: the protocol's seed (or seeds)
     batch_size: int = 8
     num_workers: Any = "auto"  # loader processes: an int >= 0, or auto (loading.py)
+    host_memory: str = "keep"  # keep | release: freed host memory reused or unmapped (hostmem)
     device: str = "auto"
     data_root: str | None = None  # None: $REFSEG_BENCH_DATA, else ~/.cache/refseg-bench/data
     results_dir: str = "results"
@@ -160,6 +162,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.num_workers != "auto" and not (isinstance(cfg.num_workers, int)
                                           and not isinstance(cfg.num_workers, bool)):
         raise ConfigError(f"num_workers must be auto or an int >= 0; got {cfg.num_workers!r}")
+    hostmem.check(cfg.host_memory)
     for key, low in (("shot", 1), ("batch_size", 1), ("num_workers", 0)):
         if cfg[key] != "auto" and int(cfg[key]) < low:
             raise ConfigError(f"{key} must be >= {low}; got {cfg[key]}")

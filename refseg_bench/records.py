@@ -29,11 +29,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from refseg_bench import hostmem
 from refseg_bench.errors import ConfigError
 
 # Settings that change how fast a run goes, never its numbers: not part of its identity.
 RUNTIME_KEYS = ("batch_size", "num_workers", "progress", "results_dir", "overwrite", "run_id",
-                "save_predictions", "device")
+                "save_predictions", "device", "host_memory")
 PACKAGES = ("refseg-bench", "torch", "torchvision", "numpy", "segment-anything", "sam2",
             "omegaconf", "pycocotools", "diffusers")
 
@@ -207,6 +208,7 @@ def environment(device) -> dict:
         "platform": platform.platform(),
         "device": dev,
         "torch_threads": torch.get_num_threads(),
+        "host_memory": hostmem.state(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from refseg_bench import records
+from refseg_bench import hostmem, records
 from refseg_bench.config import build_dataset, build_method, folds_of
 from refseg_bench.datasets.base import FoldedDataset
 from refseg_bench.devices import resolve_device
@@ -228,6 +228,7 @@ def run(cfg: DictConfig) -> dict:
 
     started = time.perf_counter()
     method = build_method(cfg)  # option errors before any data is touched or written
+    hostmem.apply(cfg.host_memory)
     plan = plan_run(cfg)
     device = local_device(resolve_device(cfg.device))
     world = init_world(device)

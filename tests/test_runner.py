@@ -39,14 +39,15 @@ def test_record_contents(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     env = summary["environment"]
     assert env["packages"]["torch"] and env["device"]["type"] == "cpu"
+    assert env["host_memory"] in ("keep", "unsupported")  # the default, as applied
     assert summary["protocol"]["name"] == "hsnet" and summary["seeds"] == [0]
     assert len(summary["units"][0]["manifest_sha256"]) == 64
 
 
-def test_results_do_not_depend_on_batch_size_or_workers(tmp_path):
+def test_results_do_not_depend_on_batch_size_workers_or_host_memory(tmp_path):
     a = run(_cfg(tmp_path, "method=proto", "fold=0", "run_id=a", "batch_size=1"))
     b = run(_cfg(tmp_path, "method=proto", "fold=0", "run_id=b", "batch_size=7",
-                 "num_workers=2"))
+                 "num_workers=2", "host_memory=release"))
     assert a["units"][0]["manifest_sha256"] == b["units"][0]["manifest_sha256"]
     assert a["units"][0]["miou"] == b["units"][0]["miou"]
     assert a["units"][0]["fbiou"] == b["units"][0]["fbiou"]

@@ -23,6 +23,9 @@ Settings (key=value, OmegaConf dotlist; defaults from configs/run.yaml):
   progress=false      no progress bar                                      [true]
   batch_size=B num_workers=W|auto device=auto|cpu|cuda|cuda:N|mps
                       speed only, never the numbers                 [8 auto auto]
+  host_memory=keep|release   keep: the process reuses freed host memory instead of
+                      returning it to the kernel per tensor (fewer page faults, a peak
+                      resident size that stays); speed only                [keep]
   method_args.X=... dataset_args.X=... protocol_args.X=...   per-component options
                       (configs/methods/, configs/datasets/, configs/protocols/)
   protocol_args.exact=true   the official test loader's own episodes, replayed (where the

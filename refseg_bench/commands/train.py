@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from rich.console import Console
 
+    from refseg_bench import hostmem
     from refseg_bench.config import build_dataset, build_method, folds_of, resolve_config
     from refseg_bench.devices import resolve_device
     from refseg_bench.errors import ConfigError
@@ -40,6 +41,7 @@ def run(args) -> int:
                           "that train can be used with `refseg-bench train`.")
     dataset = build_dataset(cfg)
     device = resolve_device(cfg.device)
+    hostmem.apply(cfg.host_memory)
     console = Console()
     method.setup(device, dataset)
     for fold in folds_of(cfg, dataset.n_folds):
