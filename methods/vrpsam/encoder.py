@@ -113,14 +113,29 @@ def pseudo_mask(support_high: torch.Tensor, query_high: torch.Tensor, mask: torc
 
     ``support_high``/``query_high``: ``(B, C, h, w)`` layer4 features; ``mask``: ``(B, 1, h', w')``
     (bilinearly resized to ``h x w`` first). Returns ``(B, 1, h, w)``.
+
+    The official code multiplies every support location with every query location. A
+    location the mask does not reach is a zero vector there, whose similarity is exactly
+    0 (0 / (0 + eps)); so only the reached locations are multiplied (a support's
+    foreground, typically a fifth to a third of it) and 0 floors the max when any location
+    is unreached. Each kept product, norm and quotient is computed on the same layout as
+    the official ``bmm`` and ``norm``, so the result is bit-identical (tests/methods).
     """
     b, _, h, w = query_high.shape
     mask = F.interpolate(mask, size=support_high.shape[-2:], mode="bilinear", align_corners=True)
-    s = (support_high * mask).flatten(2).transpose(1, 2)  # (B, HWs, C)
+    s = (support_high * mask).flatten(2)  # (B, C, HWs)
     q = query_high.flatten(2)  # (B, C, HWq)
-    norms = s.norm(dim=2, keepdim=True) @ q.norm(dim=1, keepdim=True)  # (B, HWs, HWq)
-    similarity = (s @ q) / (norms + COSINE_EPS)
-    return similarity.max(dim=1).values.reshape(b, 1, h, w)
+    q_norm = q.norm(dim=1, keepdim=True)  # (B, 1, HWq)
+    reached = mask.flatten(1) != 0  # (B, HWs)
+    best = q.new_zeros(b, q.shape[-1])
+    for i in range(b):
+        cols = s[i][:, reached[i]]  # (C, n): norms over C as in the official (HWs, C) view
+        if cols.shape[1]:
+            norms = cols.norm(dim=0)[:, None] @ q_norm[i]  # (n, HWq)
+            best[i] = ((cols.t().contiguous() @ q[i]) / (norms + COSINE_EPS)).max(dim=0).values
+        if cols.shape[1] < s.shape[-1]:
+            best[i] = best[i].clamp(min=0)
+    return best.reshape(b, 1, h, w)
 
 
 class VRPEncoder(nn.Module):

@@ -119,6 +119,38 @@ def test_masked_average_and_pseudo_mask():
     assert pseudo_mask(high, high, torch.zeros(2, 1, 4, 4)).abs().max() == 0
 
 
+def _all_pairs_pseudo_mask(support_high, query_high, mask):
+    """The official get_pseudo_mask's arithmetic, every support location against every
+    query location (VRP-SAM 9c53a6a, model/VRP_encoder.py), as the reference."""
+    b, c, h, w = query_high.shape
+    mask = torch.nn.functional.interpolate(mask, size=(h, w), mode="bilinear",
+                                           align_corners=True)
+    q = query_high.reshape(b, c, -1)
+    s = (support_high * mask).reshape(b, c, -1).permute(0, 2, 1)
+    sim = torch.bmm(s, q) / (torch.bmm(torch.norm(s, 2, 2, True), torch.norm(q, 2, 1, True))
+                             + 1e-7)
+    return sim.max(1)[0].reshape(b, 1, h, w)
+
+
+@pytest.mark.parametrize("channels,side,reached,signed", [
+    (256, 16, 0.3, False), (256, 16, 0.0, False), (256, 16, 1.0, False),
+    (32, 8, 0.5, True), (512, 12, 0.1, False)])
+def test_pseudo_mask_over_reached_locations_is_bit_identical_to_all_pairs(
+        channels, side, reached, signed):
+    """Only the locations the support mask reaches are multiplied; every value must equal
+    the all-pairs product bit for bit (a different value could flip a mask pixel)."""
+    g = torch.Generator().manual_seed(side + channels)
+    support = torch.randn(3, channels, side, side, generator=g)
+    query = torch.randn(3, channels, side, side, generator=g)
+    if not signed:  # layer4 features are ReLU outputs
+        support, query = support.relu(), query.relu()
+    # a coarser 0/1 mask, as the official one (bilinear-resized: fractional at the border)
+    mask = (torch.rand(3, 1, side // 2, side // 2, generator=g) < reached).float()
+    mask[0] = 0  # one support the mask reaches nowhere
+    expected = _all_pairs_pseudo_mask(support, query, mask)
+    assert torch.equal(pseudo_mask(support, query, mask), expected)
+
+
 def test_sine_position_encoding_follows_detr():
     pos = sine_position_encoding(3, 5, 8, torch.device("cpu"))
     assert pos.shape == (15, 8)
