@@ -66,6 +66,7 @@ from official_common import (
     Comparison,
     Context,
     Side,
+    import_model_libraries,
     near_threshold,
     record_logits,
     run_ours,
@@ -128,6 +129,7 @@ def prepare(ctx: Context) -> None:
 def official(ctx: Context) -> Side:
     root = ctx.shared / "official"
     sys.path.insert(0, str(root))  # the copy's sam2, model, util and test.py come first
+    import_model_libraries()  # before the stand-ins: torch._dynamo inspects sklearn's spec
     for name, attrs in UNUSED_IMPORTS.items():
         _stub_absent(name, attrs)
     runner = _runner()
