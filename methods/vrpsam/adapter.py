@@ -29,6 +29,7 @@ from refseg_bench.methods.base import Method, Unit
 from refseg_bench.methods.vrpsam import store
 from refseg_bench.methods.vrpsam.inputs import episode_tensors, logits_to_size
 from refseg_bench.methods.vrpsam.settings import VRPSAMOptions, choose_preset
+from refseg_bench.models.reference_cache import module_sha256
 from refseg_bench.notices import say
 from refseg_bench.trained import weights as fold_weights
 from refseg_bench.trained.store import CheckpointKey
@@ -139,6 +140,9 @@ class VRPSAM(Method):
         enc.eval()
         self._active = (fold, annotation)
         self._support_state = self._backbone_state()
+        # The learnable part's one-sided outputs are cached under this fold's weights.
+        self._prompt_state = "|".join(module_sha256(m)
+                                      for m in enc.learnable_modules().values())
 
     def _backbone_state(self) -> str:
         """What a support's frozen features depend on besides the support itself: the
@@ -162,10 +166,11 @@ class VRPSAM(Method):
 
     def support_features(self, episodes, tensors) -> list:
         """Per shot, the batch's :class:`SupportFeatures`: each support image's trunk from
-        the image cache, the mask and masked layer4 of supports seen before from the
-        support cache (keyed by image and annotation), the others computed together, each
-        distinct support once."""
-        from refseg_bench.methods.vrpsam.encoder import SupportFeatures
+        the image cache, the mask, masked layer4 and learnable support side
+        (:class:`SupportPrompt`, under the fold's weights) of supports seen before from
+        the support cache (keyed by image and annotation), the others computed together,
+        each distinct support once."""
+        from refseg_bench.methods.vrpsam.encoder import SupportFeatures, SupportPrompt
         from refseg_bench.models.cache import image_sha256
         from refseg_bench.models.reference_cache import annotation_sha256
 
@@ -185,26 +190,57 @@ class VRPSAM(Method):
             return {"mask": feats.mask, "high": feats.high}  # mid: the trunk, kept once
 
         found = self.support_cache.fill(keys, compute)
-        return [SupportFeatures.cat([{**found[j], "mid": trunks[j]["mid"]}
-                                     for j in range(i * n, (i + 1) * n)]) for i in range(k)]
+        prompts = self.support_cache.fill(
+            [f"vrpsam/prompt|{self._prompt_state}|{key}" for key in keys],
+            lambda todo: vars(self.net.encoder.support_prompt(
+                torch.cat([trunks[j]["mid"] for j in todo]),
+                torch.cat([found[j]["mask"] for j in todo]))))
 
-    def query_features(self, episodes, tensors):
-        """The batch's :class:`QueryFeatures`: each image's trunk and its layer4 from the
-        image cache, the others computed together, each distinct image once."""
+        def shot(i: int) -> SupportFeatures:
+            rows = range(i * n, (i + 1) * n)
+            return SupportFeatures(
+                mid=torch.cat([trunks[j]["mid"] for j in rows]),
+                mask=torch.cat([found[j]["mask"] for j in rows]),
+                high=torch.cat([found[j]["high"] for j in rows]),
+                prompt=SupportPrompt(torch.cat([prompts[j]["prototype"] for j in rows]),
+                                     torch.cat([prompts[j]["tokens"] for j in rows])))
+
+        return [shot(i) for i in range(k)]
+
+    def query_features(self, digests: list[str], tensors):
+        """The batch's :class:`QueryFeatures`: each image's (``digests``: the queries'
+        ``image_sha256``) trunk, layer4 and reduced mid features from the image cache, the
+        others computed together, each distinct image once."""
         from refseg_bench.methods.vrpsam.encoder import QueryFeatures
-        from refseg_bench.models.cache import image_sha256
 
-        digests = [image_sha256(ep.query_image) for ep in episodes]
         trunks = self._trunks(digests, lambda t: tensors.query[t])
         keys = [f"vrpsam/query4|{self._support_state}|{d}" for d in digests]
         highs = self.image_cache.fill(keys, lambda todo: {"high": self.net.encoder.query_high(
             torch.cat([trunks[j]["mid"] for j in todo]))})
+        downs = self.image_cache.fill(
+            [f"vrpsam/query-down|{self._prompt_state}|{d}" for d in digests],
+            lambda todo: {"down": self.net.encoder.downsample_query(
+                torch.cat([trunks[j]["mid"] for j in todo]))})
         return QueryFeatures(torch.cat([t["mid"] for t in trunks]),
-                             torch.cat([h["high"] for h in highs]))
+                             torch.cat([h["high"] for h in highs]),
+                             torch.cat([d["down"] for d in downs]))
+
+    def decoder_side(self, digests: list[str], images: list):
+        """The batch's ``DecoderImageSide`` (SAM's mask decoder on the query ``images``
+        alone) from the image cache, the others computed together, each distinct image
+        once."""
+        from refseg_bench.methods.vrpsam.sam_head import DecoderImageSide
+
+        keys = [f"vrpsam/decoder|{self.net.encoder_id.key(d)}" for d in digests]
+        found = self.image_cache.fill(keys, lambda todo: self.net.decoder_side(
+            [images[j] for j in todo]).entry())
+        return DecoderImageSide.cat(found)
 
     # --- inference ------------------------------------------------------------------------
     def predict(self, batch) -> list[torch.Tensor]:
         """Foreground probability ``(H, W)`` per episode at the query's original size."""
+        from refseg_bench.models.cache import image_sha256
+
         self._require_setup()
         if self._active is None:
             raise RuntimeError("VRPSAM.predict before begin_unit: the runner announces each "
@@ -214,9 +250,12 @@ class VRPSAM(Method):
         for start in range(0, len(batch), step):
             episodes = batch.episodes[start:start + step]
             tensors = episode_tensors(episodes, self.net.image_size).to(self.net.device)
-            logits = self.net.logits(tensors, [e.query_image for e in episodes],
+            images = [e.query_image for e in episodes]
+            digests = [image_sha256(im) for im in images]
+            logits = self.net.logits(tensors, images,
                                      self.support_features(episodes, tensors),
-                                     self.query_features(episodes, tensors))
+                                     self.query_features(digests, tensors),
+                                     self.decoder_side(digests, images))
             for logit, size in zip(logits, tensors.sizes, strict=True):
                 # the scorer's p > 0.5 is train.py's validation rule (sigmoid > 0.5)
                 out.append(logits_to_size(logit[None], size)[0, 0].sigmoid())

@@ -48,41 +48,38 @@ class BackboneChannels:
 
 
 @dataclass
+class SupportPrompt:
+    """What the learnable part computes from supports alone (cacheable under the fold's
+    weights): ``prototype`` ``(B, D, 1, 1)``, the masked average of the reduced support
+    features; ``tokens`` ``(B, Q, D)``, the prompt generator's queries after attending to
+    the merged support (:meth:`PromptGenerator.attend_support`)."""
+
+    prototype: torch.Tensor
+    tokens: torch.Tensor
+
+
+@dataclass
 class SupportFeatures:
     """The frozen backbone's view of supports, independent of any query (cacheable):
     ``mid``: ``(B, C2 + C3, h, w)``; ``mask``: ``(B, 1, h, w)`` float 0/1 (the annotation
-    nearest-resized to the grid); ``high``: ``(B, C4, h, w)``, layer4 of ``layer3 * mask``."""
+    nearest-resized to the grid); ``high``: ``(B, C4, h, w)``, layer4 of ``layer3 * mask``;
+    ``prompt``: the learnable part's :class:`SupportPrompt` when already computed."""
 
     mid: torch.Tensor
     mask: torch.Tensor
     high: torch.Tensor
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return {"mid": self.mid, "mask": self.mask, "high": self.high}
-
-    @classmethod
-    def cat(cls, parts: list[SupportFeatures | dict]) -> SupportFeatures:
-        """Concatenate along the batch (parts may be ``as_dict`` dicts)."""
-        parts = [p if isinstance(p, dict) else p.as_dict() for p in parts]
-        return cls(**{k: torch.cat([p[k] for p in parts]) for k in ("mid", "mask", "high")})
+    prompt: SupportPrompt | None = None
 
 
 @dataclass
 class QueryFeatures:
     """The frozen backbone's view of queries, independent of any support (cacheable):
-    ``mid``: ``(B, C2 + C3, h, w)``; ``high``: ``(B, C4, h, w)``, layer4."""
+    ``mid``: ``(B, C2 + C3, h, w)``; ``high``: ``(B, C4, h, w)``, layer4; ``down``: ``mid``
+    through ``downsample_query`` ``(B, D, h, w)`` when already computed."""
 
     mid: torch.Tensor
     high: torch.Tensor
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return {"mid": self.mid, "high": self.high}
-
-    @classmethod
-    def cat(cls, parts: list[QueryFeatures | dict]) -> QueryFeatures:
-        """Concatenate along the batch (parts may be ``as_dict`` dicts)."""
-        parts = [p if isinstance(p, dict) else p.as_dict() for p in parts]
-        return cls(**{k: torch.cat([p[k] for p in parts]) for k in ("mid", "high")})
+    down: torch.Tensor | None = None
 
 
 @dataclass
@@ -98,6 +95,8 @@ class FrozenFeatures:
     support_mid: torch.Tensor
     mask: torch.Tensor
     pseudo: torch.Tensor
+    query_down: torch.Tensor | None = None  # QueryFeatures.down
+    support_prompt: SupportPrompt | None = None  # SupportFeatures.prompt
 
 
 def masked_average(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -248,6 +247,8 @@ class VRPEncoder(nn.Module):
             support_mid=s.mid,
             mask=s.mask,
             pseudo=self._to_grid(pseudo_mask(s.high, q.high, s.mask), grid),
+            query_down=q.down,
+            support_prompt=s.prompt,
         )
 
     def _stages(self, x: torch.Tensor, stop: int = 4) -> list[torch.Tensor]:
@@ -268,13 +269,25 @@ class VRPEncoder(nn.Module):
         return torch.cat([self._to_grid(f2, f3.shape[-2:]), f3], dim=1)
 
     def prompts_from_features(self, feats: FrozenFeatures) -> torch.Tensor:
-        """The learnable part: ``(B, num_queries, hidden_dim)`` prompt tokens."""
-        query = self.downsample_query(feats.query_mid)
-        support = self.downsample_query(feats.support_mid)
-        prototype = masked_average(support, feats.mask).expand_as(support)
-        support = self.merge_1(torch.cat([support, prototype, feats.mask * MASK_SCALE], dim=1))
+        """The learnable part: ``(B, num_queries, hidden_dim)`` prompt tokens. The parts
+        that see one side only (:meth:`support_prompt`, ``downsample_query`` of the query)
+        are taken from ``feats`` when it carries them."""
+        query = feats.query_down if feats.query_down is not None else \
+            self.downsample_query(feats.query_mid)
+        support = feats.support_prompt if feats.support_prompt is not None else \
+            self.support_prompt(feats.support_mid, feats.mask)
+        prototype = support.prototype.expand_as(query)
         query = self.merge_1(torch.cat([query, prototype, feats.pseudo * MASK_SCALE], dim=1))
-        return self.transformer_decoder(query, support)
+        return self.transformer_decoder.attend_query(support.tokens, query)
+
+    def support_prompt(self, support_mid: torch.Tensor, mask: torch.Tensor) -> SupportPrompt:
+        """The learnable part on the support side: ``support_mid`` ``(B, C2 + C3, h, w)``,
+        ``mask`` ``(B, 1, h, w)`` -> :class:`SupportPrompt`."""
+        support = self.downsample_query(support_mid)
+        prototype = masked_average(support, mask)
+        merged = self.merge_1(torch.cat([support, prototype.expand_as(support),
+                                         mask * MASK_SCALE], dim=1))
+        return SupportPrompt(prototype, self.transformer_decoder.attend_support(merged))
 
     def forward(self, query: torch.Tensor, support: torch.Tensor, support_mask: torch.Tensor
                 ) -> torch.Tensor:

@@ -9,7 +9,12 @@ import torch
 
 from refseg_bench.methods.vrpsam.encoder import VRPEncoder
 from refseg_bench.methods.vrpsam.inputs import EpisodeTensors, image_tensor, logits_to_size
-from refseg_bench.methods.vrpsam.sam_head import decode_masks, encode_images
+from refseg_bench.methods.vrpsam.sam_head import (
+    DecoderImageSide,
+    decode_masks,
+    decoder_image_side,
+    encode_images,
+)
 from refseg_bench.models.cache import EmbeddingCache, EncoderId
 
 
@@ -42,10 +47,11 @@ class VRPSAMNet:
     def device(self) -> torch.device:
         return next(self.sam.parameters()).device
 
-    def embeddings(self, query: torch.Tensor, images: Sequence[np.ndarray] | None = None
-                   ) -> torch.Tensor:
+    def embeddings(self, query: torch.Tensor | None,
+                   images: Sequence[np.ndarray] | None = None) -> torch.Tensor:
         """``(B, 3, S, S)`` -> ``(B, C, h, w)`` SAM image embeddings. With the raw query
-        ``images`` given, embeddings come from the cache (keyed by image content).
+        ``images`` given, embeddings come from the cache (keyed by image content) and
+        ``query`` is not read.
 
         An entry cached under ``inference_mode`` is cloned before use with autograd."""
         if images is None:
@@ -61,16 +67,24 @@ class VRPSAMNet:
         return out.to(self.device)
 
     def logits(self, batch: EpisodeTensors, images: Sequence[np.ndarray] | None = None,
-               support_feats: list | None = None, query_feats=None) -> torch.Tensor:
+               support_feats: list | None = None, query_feats=None,
+               decoder_side: DecoderImageSide | None = None) -> torch.Tensor:
         """Mask logits ``(B, 1, S, S)`` at the encoder input size (the loss resolution);
         ``images``: the raw query images, to use the embedding cache; ``support_feats``:
         per shot, the supports' frozen features, ``query_feats`` the queries'
-        (``QueryFeatures``), when already computed."""
+        (``QueryFeatures``), ``decoder_side`` the queries' ``DecoderImageSide``, when
+        already computed."""
         prompts = self.encoder.encode_shots(batch.query, batch.supports, batch.masks,
                                             support_feats, query_feats)
-        low = decode_masks(self.sam, self.embeddings(batch.query, images),
-                           prompts * self.prompt_scale)
+        embeddings = self.embeddings(batch.query, images) if decoder_side is None else None
+        low = decode_masks(self.sam, embeddings, prompts * self.prompt_scale, decoder_side)
         return logits_to_size(low * self.logit_scale, (self.image_size, self.image_size))
+
+
+    def decoder_side(self, images: Sequence[np.ndarray]) -> DecoderImageSide:
+        """The mask decoder's image side of raw query ``images`` (embeddings from the
+        cache)."""
+        return decoder_image_side(self.sam, self.embeddings(None, images))
 
 
 def _sam_name(sam) -> str:

@@ -100,14 +100,24 @@ class PromptGenerator(nn.Module):
 
     def forward(self, query_feat: torch.Tensor, support_feat: torch.Tensor) -> torch.Tensor:
         """``query_feat``, ``support_feat``: ``(B, C, H, W)`` float. Returns ``(B, Q, C)``."""
-        b, c, h, w = query_feat.shape
-        q_tokens = query_feat.flatten(2).transpose(1, 2)  # (B, HW, C)
-        s_tokens = support_feat.flatten(2).transpose(1, 2)
-        q_pos = sine_position_encoding(h, w, c, query_feat.device).to(query_feat.dtype)
-        hs, ws = support_feat.shape[-2:]
-        s_pos = sine_position_encoding(hs, ws, c, support_feat.device).to(support_feat.dtype)
+        return self.attend_query(self.attend_support(support_feat), query_feat)
+
+    def attend_support(self, support_feat: torch.Tensor) -> torch.Tensor:
+        """The first half, which sees the support only: the learned queries after the
+        support cross-attention and a self-attention, ``(B, Q, C)`` (cacheable per support
+        under fixed weights)."""
+        b, c, h, w = support_feat.shape
+        s_tokens = support_feat.flatten(2).transpose(1, 2)  # (B, HW, C)
+        s_pos = sine_position_encoding(h, w, c, support_feat.device).to(support_feat.dtype)
         out = self.supp_q_feat.weight.unsqueeze(0).expand(b, -1, -1)
         out = self.transformer_cross_attention_layers_0[0](out, s_tokens, s_pos)
-        out = self.transformer_self_attention_layers_0[0](out)
-        out = self.transformer_cross_attention_layers[0](out, q_tokens, q_pos)
+        return self.transformer_self_attention_layers_0[0](out)
+
+    def attend_query(self, tokens: torch.Tensor, query_feat: torch.Tensor) -> torch.Tensor:
+        """The second half: ``tokens`` from :meth:`attend_support` attend to ``query_feat``
+        ``(B, C, H, W)``, then to each other. Returns ``(B, Q, C)``."""
+        _, c, h, w = query_feat.shape
+        q_tokens = query_feat.flatten(2).transpose(1, 2)
+        q_pos = sine_position_encoding(h, w, c, query_feat.device).to(query_feat.dtype)
+        out = self.transformer_cross_attention_layers[0](tokens, q_tokens, q_pos)
         return self.transformer_self_attention_layers[0](out)

@@ -9,6 +9,9 @@ SAM stays frozen; gradients flow through its mask decoder into the tokens only.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -27,31 +30,121 @@ def encode_images(sam, images: torch.Tensor) -> torch.Tensor:
     return sam.image_encoder(sam_image_input(images, sam))
 
 
-def decode_masks(sam, embeddings: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+@dataclass
+class DecoderImageSide:
+    """What SAM's mask decoder computes from the image alone, before any prompt token is
+    involved (cacheable per image under the frozen SAM): ``keys`` ``(B, hw, C)``, the image
+    embedding plus the dense (no-mask) prompt, flattened; ``key_pe`` ``(1, hw, C)`` its
+    position encoding; the first two-way block's image-side projections ``t2i_k``,
+    ``t2i_v`` (token-to-image keys and values) and ``i2t_q`` (image-to-token queries),
+    ``(B, hw, C')``; ``size`` the embedding grid ``(h, w)``."""
+
+    keys: torch.Tensor
+    key_pe: torch.Tensor
+    t2i_k: torch.Tensor
+    t2i_v: torch.Tensor
+    i2t_q: torch.Tensor
+    size: tuple[int, int]
+
+    @classmethod
+    def cat(cls, parts: list[dict]) -> DecoderImageSide:
+        """From cache entries (dicts of one-row tensors, see :meth:`entry`), in order."""
+        rows = {k: torch.cat([p[k] for p in parts]) for k in ("keys", "t2i_k", "t2i_v",
+                                                              "i2t_q")}
+        return cls(**rows, key_pe=parts[0]["key_pe"][:1],
+                   size=tuple(int(v) for v in parts[0]["size"][0]))
+
+    def entry(self) -> dict[str, torch.Tensor]:
+        """Batched tensors for ``ReferenceCache.fill`` (every value has the batch first)."""
+        b = self.keys.shape[0]
+        return {"keys": self.keys, "t2i_k": self.t2i_k, "t2i_v": self.t2i_v,
+                "i2t_q": self.i2t_q, "key_pe": self.key_pe.expand(b, -1, -1),
+                "size": torch.tensor([self.size] * b)}
+
+
+def decoder_image_side(sam, embeddings: torch.Tensor) -> DecoderImageSide:
+    """``embeddings`` ``(B, C, h, w)`` -> :class:`DecoderImageSide`."""
+    dec, pe = sam.mask_decoder, sam.prompt_encoder
+    _, _, h, w = embeddings.shape
+    src = embeddings + pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    keys = src.flatten(2).permute(0, 2, 1)
+    key_pe = pe.get_dense_pe().flatten(2).permute(0, 2, 1)
+    first = dec.transformer.layers[0]
+    with_pe = keys + key_pe
+    return DecoderImageSide(keys, key_pe, first.cross_attn_token_to_image.k_proj(with_pe),
+                            first.cross_attn_token_to_image.v_proj(keys),
+                            first.cross_attn_image_to_token.q_proj(with_pe), (h, w))
+
+
+def decode_masks(sam, embeddings: torch.Tensor | None, prompts: torch.Tensor,
+                 side: DecoderImageSide | None = None) -> torch.Tensor:
     """Low-resolution mask logits from image embeddings and VRP prompt tokens, batched.
 
-    ``embeddings``: ``(B, C, h, w)``; ``prompts``: ``(B, N, C)`` (``N`` = 50 per shot).
-    Returns ``(B, 1, 4h, 4w)`` float logits (256x256 for official SAM): SAM's first mask
-    output, i.e. ``multimask_output=False``.
+    ``embeddings``: ``(B, C, h, w)`` (unused when ``side`` is given); ``prompts``:
+    ``(B, N, C)`` (``N`` = 50 per shot); ``side``: the embeddings'
+    :class:`DecoderImageSide` when already computed. Returns ``(B, 1, 4h, 4w)`` float
+    logits (256x256 for official SAM): SAM's first mask output, i.e.
+    ``multimask_output=False``.
 
     segment-anything's ``MaskDecoder.predict_masks`` repeats the image embedding once per
     prompt set, which is right for one image only; VRP-SAM patches that line so that
     embedding ``i`` pairs with prompt set ``i``. This runs the same decoder modules with that
     pairing, so a batch is one pass (:func:`decode_masks_loop` is the per-episode
-    reference through the unmodified decoder).
+    reference through the unmodified decoder). The two-way transformer is stepped here,
+    the same operations in the same order as ``TwoWayTransformer.forward``, so that the
+    first block can take its image-side projections from ``side``.
     """
-    _check(embeddings, prompts)
-    dec, pe = sam.mask_decoder, sam.prompt_encoder
-    b, c, h, w = embeddings.shape
+    if side is None:
+        _check(embeddings, prompts)
+        side = decoder_image_side(sam, embeddings)
+    dec = sam.mask_decoder
+    b, c = prompts.shape[0], prompts.shape[2]
+    if side.keys.shape[0] != b or side.keys.shape[2] != c:
+        raise ValueError(f"image side {tuple(side.keys.shape)} (B, hw, C) and prompts "
+                         f"{tuple(prompts.shape)} must agree on batch size and width")
     output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
     tokens = torch.cat([output_tokens[None].expand(b, -1, -1), prompts], dim=1)
-    src = embeddings + pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
-    pos = pe.get_dense_pe().expand(b, -1, -1, -1)
-    hs, src = dec.transformer(src, pos, tokens)
-    upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    layers = dec.transformer.layers
+    queries, keys = _first_block(layers[0], tokens, side)
+    for layer in layers[1:]:
+        queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=side.key_pe)
+    t = dec.transformer
+    out = t.final_attn_token_to_image(q=queries + tokens, k=keys + side.key_pe, v=keys)
+    hs = t.norm_final_attn(queries + out)
+    h, w = side.size
+    upscaled = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
     weights = dec.output_hypernetworks_mlps[0](hs[:, 1, :])  # first mask token
     _, cu, hu, wu = upscaled.shape
     return (weights[:, None, :] @ upscaled.reshape(b, cu, hu * wu)).reshape(b, 1, hu, wu)
+
+
+def _first_block(layer, tokens: torch.Tensor, side: DecoderImageSide
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``TwoWayAttentionBlock.forward`` of the first block (queries = ``tokens``, keys =
+    the image) with its image-side projections from ``side``."""
+    if layer.skip_first_layer_pe:
+        queries = layer.self_attn(q=tokens, k=tokens, v=tokens)
+    else:
+        q = tokens + tokens
+        queries = tokens + layer.self_attn(q=q, k=q, v=tokens)
+    queries = layer.norm1(queries)
+    t2i = layer.cross_attn_token_to_image
+    out = _attend(t2i, t2i.q_proj(queries + tokens), side.t2i_k, side.t2i_v)
+    queries = layer.norm2(queries + out)
+    queries = layer.norm3(queries + layer.mlp(queries))
+    i2t = layer.cross_attn_image_to_token
+    q = queries + tokens
+    out = _attend(i2t, side.i2t_q, i2t.k_proj(q), i2t.v_proj(queries))
+    return queries, layer.norm4(side.keys + out)
+
+
+def _attend(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """segment-anything ``Attention.forward`` after its input projections: ``q``, ``k``,
+    ``v`` already projected ``(B, N, C')``."""
+    q, k, v = (attn._separate_heads(x, attn.num_heads) for x in (q, k, v))
+    scores = q @ k.permute(0, 1, 3, 2)
+    scores = torch.softmax(scores / math.sqrt(q.shape[-1]), dim=-1)
+    return attn.out_proj(attn._recombine_heads(scores @ v))
 
 
 def decode_masks_loop(sam, embeddings: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:

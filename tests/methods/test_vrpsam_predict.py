@@ -58,6 +58,40 @@ def test_batched_decoder_equals_the_unmodified_decoder_per_episode(untrained):
     assert torch.allclose(fast, slow, atol=1e-5)
 
 
+def _through_the_stock_transformer(sam, embeddings, prompts):
+    """The batched decode with segment-anything's own ``TwoWayTransformer.forward``."""
+    dec, pe = sam.mask_decoder, sam.prompt_encoder
+    b, c, h, w = embeddings.shape
+    output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    tokens = torch.cat([output_tokens[None].expand(b, -1, -1), prompts], dim=1)
+    src = embeddings + pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    hs, src = dec.transformer(src, pe.get_dense_pe().expand(b, -1, -1, -1), tokens)
+    upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    weights = dec.output_hypernetworks_mlps[0](hs[:, 1, :])
+    _, cu, hu, wu = upscaled.shape
+    return (weights[:, None, :] @ upscaled.reshape(b, cu, hu * wu)).reshape(b, 1, hu, wu)
+
+
+def test_decoder_image_side_cached_per_image_gives_the_stock_decode_bit_for_bit(untrained):
+    """The image side is computed once per image (another batch) and gathered per episode;
+    the stepped transformer must equal segment-anything's own, bit for bit."""
+    from refseg_bench.methods.vrpsam.sam_head import DecoderImageSide, decoder_image_side
+
+    sam = untrained.net.sam
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(3, 64, 8, 8, generator=gen)
+    pick = [0, 2, 2, 1, 0]  # episodes' query images, with repeats
+    prompts = torch.randn(len(pick), 100, 64, generator=gen)
+    with torch.no_grad():
+        expected = _through_the_stock_transformer(sam, images[pick], prompts)
+        rows = [decoder_image_side(sam, images[i:i + 1]).entry() for i in range(3)]
+        side = DecoderImageSide.cat([rows[i] for i in pick])
+        assert torch.equal(decode_masks(sam, None, prompts, side), expected)
+        assert torch.equal(decode_masks(sam, images[pick], prompts), expected)
+    with pytest.raises(ValueError, match="must agree on batch size"):
+        decode_masks(sam, None, prompts[:2], side)
+
+
 def test_points_survive_shrinking():
     raster = np.zeros((400, 600), bool)
     points = np.array([[0, 0], [599, 399], [301, 200]], np.float32)
@@ -123,17 +157,40 @@ def test_feature_caches_reuse_features_and_keep_the_masks(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     distinct = len({(id(e.support_images[i]), id(e.annotations[i]))
                     for e in batch.episodes for i in range(2)})
+    # Two entries per support: its frozen features and its learnable side (SupportPrompt).
     stats = cached.support_cache.stats
-    assert stats.computed == distinct and stats.hits == 2  # repeat: both from the cache
-    assert fresh.support_cache.stats.computed == distinct + 2
+    assert stats.computed == 2 * distinct and stats.hits == 4  # repeat: all from the cache
+    assert fresh.support_cache.stats.computed == 2 * (distinct + 2)
     assert len(fresh.support_cache) == 0
-    # Images: each distinct one's trunk once (as a query or a support), each query's layer4
-    # once; the repeat batch takes them all from the image cache.
+    # Images: each distinct one's trunk once (as a query or a support), each query's layer4,
+    # reduced mid features and decoder image side once; the repeat batch takes them all
+    # from the image cache.
     from refseg_bench.models.cache import image_sha256
 
     images = {image_sha256(im) for e in batch.episodes
               for im in (e.query_image, *e.support_images)}
     queries = {image_sha256(e.query_image) for e in batch.episodes}
-    assert cached.image_cache.stats.computed == len(images) + len(queries)
+    assert cached.image_cache.stats.computed == len(images) + 3 * len(queries)
     assert fresh.image_cache.stats.computed > cached.image_cache.stats.computed
     assert len(fresh.image_cache) == 0
+
+
+def test_the_learnable_support_side_is_cached_under_the_weights_that_computed_it(tmp_path):
+    """Another fold's encoder (here: other merge_1 weights) must not reuse a support's
+    cached prototype and tokens, nor a query's reduced features."""
+    cached = tiny_method(tmp_path / "a", untrained=True)
+    fresh = tiny_method(tmp_path / "b", untrained=True, support_cache_mb=0, image_cache_mb=0)
+    batch = val_batch(cached.dataset, fold=0, shot=1, annotation="mask", n=3)
+    begin(cached, 0, "mask", 1)
+    with torch.inference_mode():
+        before = cached.predict(batch)
+    for m in (cached, fresh):  # the weights the next activation loads
+        m._initial_state["merge_1.0.weight"] = m._initial_state["merge_1.0.weight"] * 1.5
+        m._active = None
+        begin(m, 0, "mask", 1)
+    with torch.inference_mode():
+        after, expected = cached.predict(batch), fresh.predict(batch)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    for a, b in zip(after, expected, strict=True):
+        assert torch.equal(a > 0.5, b > 0.5)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
