@@ -192,7 +192,7 @@ class VRPSAM(Method):
         found = self.support_cache.fill(keys, compute)
         prompts = self.support_cache.fill(
             [f"vrpsam/prompt|{self._prompt_state}|{key}" for key in keys],
-            lambda todo: vars(self.net.encoder.support_prompt(
+            lambda todo: self._prompt_entry(self.net.encoder.support_prompt(
                 torch.cat([trunks[j]["mid"] for j in todo]),
                 torch.cat([found[j]["mask"] for j in todo]))))
 
@@ -206,6 +206,11 @@ class VRPSAM(Method):
                                      torch.cat([prompts[j]["tokens"] for j in rows])))
 
         return [shot(i) for i in range(k)]
+
+    @staticmethod
+    def _prompt_entry(prompt) -> dict:
+        """A ``SupportPrompt`` as cached: the prototype untiled ``(B, D, 1, 1)``."""
+        return {"prototype": prompt.prototype[:, :, :1, :1], "tokens": prompt.tokens}
 
     def query_features(self, digests: list[str], tensors):
         """The batch's :class:`QueryFeatures`: each image's (``digests``: the queries'

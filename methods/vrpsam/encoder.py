@@ -50,9 +50,10 @@ class BackboneChannels:
 @dataclass
 class SupportPrompt:
     """What the learnable part computes from supports alone (cacheable under the fold's
-    weights): ``prototype`` ``(B, D, 1, 1)``, the masked average of the reduced support
-    features; ``tokens`` ``(B, Q, D)``, the prompt generator's queries after attending to
-    the merged support (:meth:`PromptGenerator.attend_support`)."""
+    weights): ``prototype``, the masked average of the reduced support features, ``(B, D,
+    1, 1)`` or tiled to ``(B, D, h, w)`` (an expanded view; see :meth:`VRPEncoder.support_prompt`);
+    ``tokens`` ``(B, Q, D)``, the prompt generator's queries after attending to the merged
+    support (:meth:`PromptGenerator.attend_support`)."""
 
     prototype: torch.Tensor
     tokens: torch.Tensor
@@ -106,6 +107,12 @@ def masked_average(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (features * mask).sum(dim=(2, 3), keepdim=True) / area
 
 
+# Fewer rows than this take another BLAS path (matrix-vector) whose sums differ in their
+# last bits from the all-pairs product's; measured on one thread: 1-3 rows differ, 4 and
+# more match.
+MIN_GEMM_ROWS = 4
+
+
 def pseudo_mask(support_high: torch.Tensor, query_high: torch.Tensor, mask: torch.Tensor
                 ) -> torch.Tensor:
     """Per query location, the max cosine similarity to any masked support location.
@@ -116,23 +123,38 @@ def pseudo_mask(support_high: torch.Tensor, query_high: torch.Tensor, mask: torc
     The official code multiplies every support location with every query location. A
     location the mask does not reach is a zero vector there, whose similarity is exactly
     0 (0 / (0 + eps)); so only the reached locations are multiplied (a support's
-    foreground, typically a fifth to a third of it) and 0 floors the max when any location
-    is unreached. Each kept product, norm and quotient is computed on the same layout as
-    the official ``bmm`` and ``norm``, so the result is bit-identical (tests/methods).
+    foreground, typically a fifth to a third of it), with a few unreached ones added when
+    fewer than :data:`MIN_GEMM_ROWS` are reached (their 0 is in the official max too).
+    Norms are taken over every location on the official layout (a reduction's order
+    depends on it) and products row by row, so on one thread the result is the all-pairs
+    one bit for bit (tests/methods/test_vrpsam_encoder.py); with more threads BLAS splits
+    a product by its shape and the last bits may differ (about 1e-7), as they do for any
+    feature computed in another batch.
     """
     b, _, h, w = query_high.shape
     mask = F.interpolate(mask, size=support_high.shape[-2:], mode="bilinear", align_corners=True)
     s = (support_high * mask).flatten(2)  # (B, C, HWs)
     q = query_high.flatten(2)  # (B, C, HWq)
+    if s.shape[-1] < MIN_GEMM_ROWS:  # too few locations to choose from: all pairs
+        st = s.transpose(1, 2)  # (B, HWs, C)
+        norms = torch.bmm(st.norm(dim=2, keepdim=True), q.norm(dim=1, keepdim=True))
+        similarity = torch.bmm(st, q) / (norms + COSINE_EPS)
+        return similarity.max(dim=1).values.reshape(b, 1, h, w)
     q_norm = q.norm(dim=1, keepdim=True)  # (B, 1, HWq)
+    s_norm = s.norm(dim=1)  # (B, HWs): every location, on the official layout
     reached = mask.flatten(1) != 0  # (B, HWs)
     best = q.new_zeros(b, q.shape[-1])
     for i in range(b):
-        cols = s[i][:, reached[i]]  # (C, n): norms over C as in the official (HWs, C) view
-        if cols.shape[1]:
-            norms = cols.norm(dim=0)[:, None] @ q_norm[i]  # (n, HWq)
-            best[i] = ((cols.t().contiguous() @ q[i]) / (norms + COSINE_EPS)).max(dim=0).values
-        if cols.shape[1] < s.shape[-1]:
+        rows = reached[i].nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue  # every similarity is 0
+        if rows.numel() < MIN_GEMM_ROWS:
+            zeros = (~reached[i]).nonzero().squeeze(1)[:MIN_GEMM_ROWS - rows.numel()]
+            rows = torch.cat([rows, zeros])
+        norms = s_norm[i, rows, None] @ q_norm[i]  # (n, HWq)
+        picked = s[i].t().index_select(0, rows)  # (n, C), contiguous
+        best[i] = ((picked @ q[i]) / (norms + COSINE_EPS)).max(dim=0).values
+        if rows.numel() < s.shape[-1]:
             best[i] = best[i].clamp(min=0)
     return best.reshape(b, 1, h, w)
 
@@ -284,9 +306,10 @@ class VRPEncoder(nn.Module):
         """The learnable part on the support side: ``support_mid`` ``(B, C2 + C3, h, w)``,
         ``mask`` ``(B, 1, h, w)`` -> :class:`SupportPrompt`."""
         support = self.downsample_query(support_mid)
-        prototype = masked_average(support, mask)
-        merged = self.merge_1(torch.cat([support, prototype.expand_as(support),
-                                         mask * MASK_SCALE], dim=1))
+        # One tiled view for both merges, as the official graph: its gradient is the sum
+        # of the two uses, reduced once (two expansions would reduce twice, other bits).
+        prototype = masked_average(support, mask).expand_as(support)
+        merged = self.merge_1(torch.cat([support, prototype, mask * MASK_SCALE], dim=1))
         return SupportPrompt(prototype, self.transformer_decoder.attend_support(merged))
 
     def forward(self, query: torch.Tensor, support: torch.Tensor, support_mask: torch.Tensor

@@ -134,21 +134,46 @@ def _all_pairs_pseudo_mask(support_high, query_high, mask):
 
 @pytest.mark.parametrize("channels,side,reached,signed", [
     (256, 16, 0.3, False), (256, 16, 0.0, False), (256, 16, 1.0, False),
-    (32, 8, 0.5, True), (512, 12, 0.1, False)])
+    (32, 8, 0.5, True), (512, 12, 0.1, False), (2048, 8, 0.05, False), (512, 1, 1.0, False),
+    (2048, 2, 0.5, False)])
 def test_pseudo_mask_over_reached_locations_is_bit_identical_to_all_pairs(
         channels, side, reached, signed):
     """Only the locations the support mask reaches are multiplied; every value must equal
-    the all-pairs product bit for bit (a different value could flip a mask pixel)."""
+    the all-pairs product bit for bit (a different value could flip a mask pixel) on one
+    thread, as the regression and official comparisons run. With more threads BLAS splits
+    a product by its shape, so the last bits may differ, never more."""
     g = torch.Generator().manual_seed(side + channels)
     support = torch.randn(3, channels, side, side, generator=g)
     query = torch.randn(3, channels, side, side, generator=g)
     if not signed:  # layer4 features are ReLU outputs
         support, query = support.relu(), query.relu()
     # a coarser 0/1 mask, as the official one (bilinear-resized: fractional at the border)
-    mask = (torch.rand(3, 1, side // 2, side // 2, generator=g) < reached).float()
+    coarse = max(side // 2, 1)
+    mask = (torch.rand(3, 1, coarse, coarse, generator=g) < reached).float()
     mask[0] = 0  # one support the mask reaches nowhere
-    expected = _all_pairs_pseudo_mask(support, query, mask)
-    assert torch.equal(pseudo_mask(support, query, mask), expected)
+    _same_bits_on_one_thread(support, query, mask)
+
+
+def _same_bits_on_one_thread(support, query, mask):
+    from refseg_bench.regress import cpu_paths
+
+    with cpu_paths():
+        expected = _all_pairs_pseudo_mask(support, query, mask)
+        assert torch.equal(pseudo_mask(support, query, mask), expected)
+    torch.testing.assert_close(pseudo_mask(support, query, mask), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 7, 9, 17])
+def test_pseudo_mask_with_a_few_reached_locations_is_bit_identical(count):
+    """1-3 rows would take BLAS's matrix-vector path (other last bits): padded with
+    unreached rows, whose similarity 0 is in the official max anyway."""
+    g = torch.Generator().manual_seed(count)
+    support = torch.randn(4, 2048, 8, 8, generator=g).relu()
+    query = torch.randn(4, 2048, 8, 8, generator=g).relu()
+    mask = torch.zeros(4, 1, 8, 8)
+    for i in range(4):
+        mask[i].view(-1)[torch.randperm(64, generator=g)[:count]] = 1
+    _same_bits_on_one_thread(support, query, mask)
 
 
 def test_sine_position_encoding_follows_detr():
