@@ -170,7 +170,11 @@ class VRPSAM(Method):
         (:class:`SupportPrompt`, under the fold's weights) of supports seen before from
         the support cache (keyed by image and annotation), the others computed together,
         each distinct support once."""
-        from refseg_bench.methods.vrpsam.encoder import SupportFeatures, SupportPrompt
+        from refseg_bench.methods.vrpsam.encoder import (
+            SupportFeatures,
+            SupportPrompt,
+            location_norms,
+        )
         from refseg_bench.models.cache import image_sha256
         from refseg_bench.models.reference_cache import annotation_sha256
 
@@ -187,7 +191,8 @@ class VRPSAM(Method):
             feats = self.net.encoder.support_from_trunk(
                 torch.cat([trunks[j]["mid"] for j in todo]),
                 torch.stack([tensors.masks[where[j]] for j in todo]))
-            return {"mask": feats.mask, "high": feats.high}  # mid: the trunk, kept once
+            return {"mask": feats.mask, "high": feats.high,  # mid: the trunk, kept once
+                    "norm": location_norms(feats.high, feats.mask)}
 
         found = self.support_cache.fill(keys, compute)
         prompts = self.support_cache.fill(
@@ -202,6 +207,7 @@ class VRPSAM(Method):
                 mid=torch.cat([trunks[j]["mid"] for j in rows]),
                 mask=torch.cat([found[j]["mask"] for j in rows]),
                 high=torch.cat([found[j]["high"] for j in rows]),
+                high_norm=torch.cat([found[j]["norm"] for j in rows]),
                 prompt=SupportPrompt(torch.cat([prompts[j]["prototype"] for j in rows]),
                                      torch.cat([prompts[j]["tokens"] for j in rows])))
 
@@ -216,19 +222,23 @@ class VRPSAM(Method):
         """The batch's :class:`QueryFeatures`: each image's (``digests``: the queries'
         ``image_sha256``) trunk, layer4 and reduced mid features from the image cache, the
         others computed together, each distinct image once."""
-        from refseg_bench.methods.vrpsam.encoder import QueryFeatures
+        from refseg_bench.methods.vrpsam.encoder import QueryFeatures, location_norms
 
         trunks = self._trunks(digests, lambda t: tensors.query[t])
         keys = [f"vrpsam/query4|{self._support_state}|{d}" for d in digests]
-        highs = self.image_cache.fill(keys, lambda todo: {"high": self.net.encoder.query_high(
-            torch.cat([trunks[j]["mid"] for j in todo]))})
+        def layer4(todo: list[int]) -> dict:
+            high = self.net.encoder.query_high(torch.cat([trunks[j]["mid"] for j in todo]))
+            return {"high": high, "norm": location_norms(high)}
+
+        highs = self.image_cache.fill(keys, layer4)
         downs = self.image_cache.fill(
             [f"vrpsam/query-down|{self._prompt_state}|{d}" for d in digests],
             lambda todo: {"down": self.net.encoder.downsample_query(
                 torch.cat([trunks[j]["mid"] for j in todo]))})
         return QueryFeatures(torch.cat([t["mid"] for t in trunks]),
                              torch.cat([h["high"] for h in highs]),
-                             torch.cat([d["down"] for d in downs]))
+                             torch.cat([d["down"] for d in downs]),
+                             torch.cat([h["norm"] for h in highs]))
 
     def decoder_side(self, digests: list[str], images: list):
         """The batch's ``DecoderImageSide`` (SAM's mask decoder on the query ``images``

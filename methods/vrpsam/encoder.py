@@ -70,6 +70,7 @@ class SupportFeatures:
     mask: torch.Tensor
     high: torch.Tensor
     prompt: SupportPrompt | None = None
+    high_norm: torch.Tensor | None = None  # location_norms(high, mask), (B, h*w)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class QueryFeatures:
     mid: torch.Tensor
     high: torch.Tensor
     down: torch.Tensor | None = None
+    high_norm: torch.Tensor | None = None  # location_norms(high), (B, h*w)
 
 
 @dataclass
@@ -113,12 +115,30 @@ def masked_average(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 MIN_GEMM_ROWS = 4
 
 
-def pseudo_mask(support_high: torch.Tensor, query_high: torch.Tensor, mask: torch.Tensor
-                ) -> torch.Tensor:
+def _masked(support_high: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pseudo mask's support side: ``support_high`` ``(B, C, h, w)`` times ``mask``
+    ``(B, 1, h', w')`` bilinearly resized to ``h x w``, as ``(B, C, h*w)``, and that mask
+    ``(B, h*w)``."""
+    mask = F.interpolate(mask, size=support_high.shape[-2:], mode="bilinear", align_corners=True)
+    return (support_high * mask).flatten(2), mask.flatten(1)
+
+
+def location_norms(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """L2 norms over channels of ``features`` ``(B, C, h, w)`` (a support's: times its
+    ``mask`` as in :func:`pseudo_mask`), ``(B, h*w)``, reduced on the layout the official
+    code reduces (so the same bits): what :func:`pseudo_mask` takes when cached."""
+    x = _masked(features, mask)[0] if mask is not None else features.flatten(2)
+    return x.norm(dim=1)
+
+
+def pseudo_mask(support_high: torch.Tensor, query_high: torch.Tensor, mask: torch.Tensor,
+                support_norm: torch.Tensor | None = None,
+                query_norm: torch.Tensor | None = None) -> torch.Tensor:
     """Per query location, the max cosine similarity to any masked support location.
 
     ``support_high``/``query_high``: ``(B, C, h, w)`` layer4 features; ``mask``: ``(B, 1, h', w')``
-    (bilinearly resized to ``h x w`` first). Returns ``(B, 1, h, w)``.
+    (bilinearly resized to ``h x w`` first); ``support_norm``/``query_norm``: their
+    :func:`location_norms` ``(B, h*w)`` when already computed. Returns ``(B, 1, h, w)``.
 
     The official code multiplies every support location with every query location. A
     location the mask does not reach is a zero vector there, whose similarity is exactly
@@ -132,17 +152,16 @@ def pseudo_mask(support_high: torch.Tensor, query_high: torch.Tensor, mask: torc
     feature computed in another batch.
     """
     b, _, h, w = query_high.shape
-    mask = F.interpolate(mask, size=support_high.shape[-2:], mode="bilinear", align_corners=True)
-    s = (support_high * mask).flatten(2)  # (B, C, HWs)
+    s, reached = _masked(support_high, mask)  # (B, C, HWs), (B, HWs)
     q = query_high.flatten(2)  # (B, C, HWq)
     if s.shape[-1] < MIN_GEMM_ROWS:  # too few locations to choose from: all pairs
         st = s.transpose(1, 2)  # (B, HWs, C)
         norms = torch.bmm(st.norm(dim=2, keepdim=True), q.norm(dim=1, keepdim=True))
         similarity = torch.bmm(st, q) / (norms + COSINE_EPS)
         return similarity.max(dim=1).values.reshape(b, 1, h, w)
-    q_norm = q.norm(dim=1, keepdim=True)  # (B, 1, HWq)
-    s_norm = s.norm(dim=1)  # (B, HWs): every location, on the official layout
-    reached = mask.flatten(1) != 0  # (B, HWs)
+    q_norm = (query_norm if query_norm is not None else q.norm(dim=1))[:, None]  # (B, 1, HWq)
+    s_norm = support_norm if support_norm is not None else s.norm(dim=1)  # (B, HWs)
+    reached = reached != 0
     best = q.new_zeros(b, q.shape[-1])
     for i in range(b):
         rows = reached[i].nonzero().squeeze(1)
@@ -268,7 +287,8 @@ class VRPEncoder(nn.Module):
             query_mid=q.mid,
             support_mid=s.mid,
             mask=s.mask,
-            pseudo=self._to_grid(pseudo_mask(s.high, q.high, s.mask), grid),
+            pseudo=self._to_grid(pseudo_mask(s.high, q.high, s.mask, s.high_norm,
+                                             q.high_norm), grid),
             query_down=q.down,
             support_prompt=s.prompt,
         )

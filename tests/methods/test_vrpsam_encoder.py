@@ -13,6 +13,7 @@ from refseg_bench.methods.vrpsam.build import backbone_channels
 from refseg_bench.methods.vrpsam.encoder import (
     BACKBONE_LAYERS,
     VRPEncoder,
+    location_norms,
     masked_average,
     pseudo_mask,
 )
@@ -160,6 +161,10 @@ def _same_bits_on_one_thread(support, query, mask):
     with cpu_paths():
         expected = _all_pairs_pseudo_mask(support, query, mask)
         assert torch.equal(pseudo_mask(support, query, mask), expected)
+        # the norms as cached, computed apart (another batch) and passed in
+        norms = [torch.cat([location_norms(x[i:i + 1], m) for i, m in enumerate(masks)])
+                 for x, masks in ((support, mask.split(1)), (query, [None] * len(query)))]
+        assert torch.equal(pseudo_mask(support, query, mask, *norms), expected)
     torch.testing.assert_close(pseudo_mask(support, query, mask), expected, rtol=0, atol=1e-6)
 
 
