@@ -25,6 +25,8 @@ import math
 import torch
 from torch import Tensor
 
+from refseg_bench.models.sam_decoder import self_attention
+
 
 def guided_attention(attn, q: Tensor, k: Tensor, v: Tensor, attn_sim: Tensor | None) -> Tensor:
     """``segment_anything`` ``Attention`` forward with the target-guided re-weighting.
@@ -46,12 +48,7 @@ def guided_attention(attn, q: Tensor, k: Tensor, v: Tensor, attn_sim: Tensor | N
 def guided_block(block, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor,
                  attn_sim: Tensor | None) -> tuple[Tensor, Tensor]:
     """One ``TwoWayAttentionBlock``; only the token-to-image attention is guided."""
-    if block.skip_first_layer_pe:
-        queries = block.self_attn(q=queries, k=queries, v=queries)
-    else:
-        q = queries + query_pe
-        queries = queries + block.self_attn(q=q, k=q, v=queries)
-    queries = block.norm1(queries)
+    queries = self_attention(block, queries, query_pe)
 
     q, k = queries + query_pe, keys + key_pe
     queries = block.norm2(queries + guided_attention(block.cross_attn_token_to_image, q, k,

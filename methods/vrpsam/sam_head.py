@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from refseg_bench.models.sam_decoder import self_attention
+
 
 def sam_image_input(images: torch.Tensor, sam) -> torch.Tensor:
     """``(B, 3, S, S)`` normalised images -> ``(B, 3, T, T)`` with ``T`` = SAM's input size."""
@@ -122,12 +124,7 @@ def _first_block(layer, tokens: torch.Tensor, side: DecoderImageSide
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """``TwoWayAttentionBlock.forward`` of the first block (queries = ``tokens``, keys =
     the image) with its image-side projections from ``side``."""
-    if layer.skip_first_layer_pe:
-        queries = layer.self_attn(q=tokens, k=tokens, v=tokens)
-    else:
-        q = tokens + tokens
-        queries = tokens + layer.self_attn(q=q, k=q, v=tokens)
-    queries = layer.norm1(queries)
+    queries = self_attention(layer, tokens, tokens)
     t2i = layer.cross_attn_token_to_image
     out = _attend(t2i, t2i.q_proj(queries + tokens), side.t2i_k, side.t2i_v)
     queries = layer.norm2(queries + out)
