@@ -247,8 +247,8 @@ class VRPSAM(Method):
         from refseg_bench.methods.vrpsam.sam_head import DecoderImageSide
 
         keys = [f"vrpsam/decoder|{self.net.encoder_id.key(d)}" for d in digests]
-        found = self.image_cache.fill(keys, lambda todo: self.net.decoder_side(
-            [images[j] for j in todo]).entry())
+        found = self.image_cache.fill(keys, lambda todo: vars(self.net.decoder_side(
+            [images[j] for j in todo])))
         return DecoderImageSide.cat(found)
 
     # --- inference ------------------------------------------------------------------------

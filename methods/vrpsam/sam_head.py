@@ -36,46 +36,37 @@ def encode_images(sam, images: torch.Tensor) -> torch.Tensor:
 class DecoderImageSide:
     """What SAM's mask decoder computes from the image alone, before any prompt token is
     involved (cacheable per image under the frozen SAM): ``keys`` ``(B, hw, C)``, the image
-    embedding plus the dense (no-mask) prompt, flattened; ``key_pe`` ``(1, hw, C)`` its
-    position encoding; the first two-way block's image-side projections ``t2i_k``,
-    ``t2i_v`` (token-to-image keys and values) and ``i2t_q`` (image-to-token queries),
-    ``(B, hw, C')``; ``size`` the embedding grid ``(h, w)``."""
+    embedding plus the dense (no-mask) prompt, flattened; the first two-way block's
+    image-side projections ``t2i_k``, ``t2i_v`` (token-to-image keys and values) and
+    ``i2t_q`` (image-to-token queries), ``(B, hw, C')``. The position encoding and grid are
+    SAM's own (:func:`_dense_pe`), not stored."""
 
     keys: torch.Tensor
-    key_pe: torch.Tensor
     t2i_k: torch.Tensor
     t2i_v: torch.Tensor
     i2t_q: torch.Tensor
-    size: tuple[int, int]
 
     @classmethod
     def cat(cls, parts: list[dict]) -> DecoderImageSide:
-        """From cache entries (dicts of one-row tensors, see :meth:`entry`), in order."""
-        rows = {k: torch.cat([p[k] for p in parts]) for k in ("keys", "t2i_k", "t2i_v",
-                                                              "i2t_q")}
-        return cls(**rows, key_pe=parts[0]["key_pe"][:1],
-                   size=tuple(int(v) for v in parts[0]["size"][0]))
+        """From cache entries (``vars`` of one-row sides), in order."""
+        return cls(**{k: torch.cat([p[k] for p in parts]) for k in parts[0]})
 
-    def entry(self) -> dict[str, torch.Tensor]:
-        """Batched tensors for ``ReferenceCache.fill`` (every value has the batch first)."""
-        b = self.keys.shape[0]
-        return {"keys": self.keys, "t2i_k": self.t2i_k, "t2i_v": self.t2i_v,
-                "i2t_q": self.i2t_q, "key_pe": self.key_pe.expand(b, -1, -1),
-                "size": torch.tensor([self.size] * b)}
+
+def _dense_pe(sam) -> torch.Tensor:
+    """SAM's position encoding of the embedding grid, flattened: ``(1, hw, C)``."""
+    return sam.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)
 
 
 def decoder_image_side(sam, embeddings: torch.Tensor) -> DecoderImageSide:
-    """``embeddings`` ``(B, C, h, w)`` -> :class:`DecoderImageSide`."""
-    dec, pe = sam.mask_decoder, sam.prompt_encoder
-    _, _, h, w = embeddings.shape
-    src = embeddings + pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    """``embeddings`` ``(B, C, h, w)`` (``h x w``: SAM's embedding grid) ->
+    :class:`DecoderImageSide`."""
+    src = embeddings + sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
     keys = src.flatten(2).permute(0, 2, 1)
-    key_pe = pe.get_dense_pe().flatten(2).permute(0, 2, 1)
-    first = dec.transformer.layers[0]
-    with_pe = keys + key_pe
-    return DecoderImageSide(keys, key_pe, first.cross_attn_token_to_image.k_proj(with_pe),
+    first = sam.mask_decoder.transformer.layers[0]
+    with_pe = keys + _dense_pe(sam)
+    return DecoderImageSide(keys, first.cross_attn_token_to_image.k_proj(with_pe),
                             first.cross_attn_token_to_image.v_proj(keys),
-                            first.cross_attn_image_to_token.q_proj(with_pe), (h, w))
+                            first.cross_attn_image_to_token.q_proj(with_pe))
 
 
 def decode_masks(sam, embeddings: torch.Tensor | None, prompts: torch.Tensor,
@@ -106,14 +97,15 @@ def decode_masks(sam, embeddings: torch.Tensor | None, prompts: torch.Tensor,
                          f"{tuple(prompts.shape)} must agree on batch size and width")
     output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
     tokens = torch.cat([output_tokens[None].expand(b, -1, -1), prompts], dim=1)
+    key_pe = _dense_pe(sam)
     layers = dec.transformer.layers
     queries, keys = _first_block(layers[0], tokens, side)
     for layer in layers[1:]:
-        queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=side.key_pe)
+        queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=key_pe)
     t = dec.transformer
-    out = t.final_attn_token_to_image(q=queries + tokens, k=keys + side.key_pe, v=keys)
+    out = t.final_attn_token_to_image(q=queries + tokens, k=keys + key_pe, v=keys)
     hs = t.norm_final_attn(queries + out)
-    h, w = side.size
+    h, w = sam.prompt_encoder.image_embedding_size
     upscaled = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
     weights = dec.output_hypernetworks_mlps[0](hs[:, 1, :])  # first mask token
     _, cu, hu, wu = upscaled.shape

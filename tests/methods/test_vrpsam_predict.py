@@ -84,7 +84,7 @@ def test_decoder_image_side_cached_per_image_gives_the_stock_decode_bit_for_bit(
     prompts = torch.randn(len(pick), 100, 64, generator=gen)
     with torch.no_grad():
         expected = _through_the_stock_transformer(sam, images[pick], prompts)
-        rows = [decoder_image_side(sam, images[i:i + 1]).entry() for i in range(3)]
+        rows = [vars(decoder_image_side(sam, images[i:i + 1])) for i in range(3)]
         side = DecoderImageSide.cat([rows[i] for i in pick])
         assert torch.equal(decode_masks(sam, None, prompts, side), expected)
         assert torch.equal(decode_masks(sam, images[pick], prompts), expected)
