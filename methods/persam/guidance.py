@@ -20,12 +20,10 @@ With both guidances ``None`` these functions compute what the stock decoder comp
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from refseg_bench.models.sam_decoder import self_attention
+from refseg_bench.models.sam_decoder import attend, self_attention
 
 
 def guided_attention(attn, q: Tensor, k: Tensor, v: Tensor, attn_sim: Tensor | None) -> Tensor:
@@ -34,15 +32,10 @@ def guided_attention(attn, q: Tensor, k: Tensor, v: Tensor, attn_sim: Tensor | N
     ``q``: (B, Nq, C), ``k``/``v``: (B, Nk, C); ``attn_sim``: broadcastable to
     (B, heads, Nq, Nk) or None. Returns (B, Nq, C).
     """
-    qh = attn._separate_heads(attn.q_proj(q), attn.num_heads)
-    kh = attn._separate_heads(attn.k_proj(k), attn.num_heads)
-    vh = attn._separate_heads(attn.v_proj(v), attn.num_heads)
-    weights = qh @ kh.permute(0, 1, 3, 2) / math.sqrt(qh.shape[-1])
-    weights = torch.softmax(weights, dim=-1)
-    if attn_sim is not None:
-        # Post-softmax bias then a second softmax (not an additive pre-softmax mask).
-        weights = torch.softmax(weights + attn_sim, dim=-1)
-    return attn.out_proj(attn._recombine_heads(weights @ vh))
+    # Post-softmax bias then a second softmax (not an additive pre-softmax mask).
+    reweight = None if attn_sim is None else \
+        (lambda weights: torch.softmax(weights + attn_sim, dim=-1))
+    return attend(attn, attn.q_proj(q), attn.k_proj(k), attn.v_proj(v), reweight)
 
 
 def guided_block(block, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor,

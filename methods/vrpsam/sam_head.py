@@ -9,13 +9,12 @@ SAM stays frozen; gradients flow through its mask decoder into the tokens only.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from refseg_bench.models.sam_decoder import self_attention
+from refseg_bench.models.sam_decoder import attend, self_attention
 
 
 def sam_image_input(images: torch.Tensor, sam) -> torch.Tensor:
@@ -118,22 +117,13 @@ def _first_block(layer, tokens: torch.Tensor, side: DecoderImageSide
     the image) with its image-side projections from ``side``."""
     queries = self_attention(layer, tokens, tokens)
     t2i = layer.cross_attn_token_to_image
-    out = _attend(t2i, t2i.q_proj(queries + tokens), side.t2i_k, side.t2i_v)
+    out = attend(t2i, t2i.q_proj(queries + tokens), side.t2i_k, side.t2i_v)
     queries = layer.norm2(queries + out)
     queries = layer.norm3(queries + layer.mlp(queries))
     i2t = layer.cross_attn_image_to_token
     q = queries + tokens
-    out = _attend(i2t, side.i2t_q, i2t.k_proj(q), i2t.v_proj(queries))
+    out = attend(i2t, side.i2t_q, i2t.k_proj(q), i2t.v_proj(queries))
     return queries, layer.norm4(side.keys + out)
-
-
-def _attend(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """segment-anything ``Attention.forward`` after its input projections: ``q``, ``k``,
-    ``v`` already projected ``(B, N, C')``."""
-    q, k, v = (attn._separate_heads(x, attn.num_heads) for x in (q, k, v))
-    scores = q @ k.permute(0, 1, 3, 2)
-    scores = torch.softmax(scores / math.sqrt(q.shape[-1]), dim=-1)
-    return attn.out_proj(attn._recombine_heads(scores @ v))
 
 
 def decode_masks_loop(sam, embeddings: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
