@@ -226,6 +226,7 @@ class VRPSAM(Method):
 
         trunks = self._trunks(digests, lambda t: tensors.query[t])
         keys = [f"vrpsam/query4|{self._support_state}|{d}" for d in digests]
+
         def layer4(todo: list[int]) -> dict:
             high = self.net.encoder.query_high(torch.cat([trunks[j]["mid"] for j in todo]))
             return {"high": high, "norm": location_norms(high)}

@@ -80,7 +80,6 @@ class VRPSAMNet:
         low = decode_masks(self.sam, embeddings, prompts * self.prompt_scale, decoder_side)
         return logits_to_size(low * self.logit_scale, (self.image_size, self.image_size))
 
-
     def decoder_side(self, images: Sequence[np.ndarray]) -> DecoderImageSide:
         """The mask decoder's image side of raw query ``images`` (embeddings from the
         cache)."""
