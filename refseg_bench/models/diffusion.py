@@ -239,8 +239,9 @@ def write_tiny_tokenizer(folder: str | Path) -> Path:
 @lru_cache(maxsize=1)
 def tiny_tokenizer():
     """A real ``CLIPTokenizer`` read from :func:`write_tiny_tokenizer`'s folder (77
-    positions, like CLIP's)."""
+    positions, like CLIP's). The folder is temporary: the tokenizer reads it whole at load."""
     from transformers import CLIPTokenizer
 
-    folder = write_tiny_tokenizer(tempfile.mkdtemp(prefix="refseg-tiny-clip-tokenizer-"))
-    return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+    with tempfile.TemporaryDirectory(prefix="refseg-tiny-clip-tokenizer-") as tmp:
+        return CLIPTokenizer.from_pretrained(str(write_tiny_tokenizer(tmp)),
+                                             local_files_only=True)

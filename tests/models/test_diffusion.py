@@ -116,3 +116,21 @@ def test_tiny_configuration_is_seeded_and_checks_its_resolution(tiny):
     assert len(tiny.tokenizer) == 514 and tiny.tokenizer.model_max_length == 77
     with pytest.raises(ValueError, match="multiple of the latent factor"):
         build_stable_diffusion(None, resolution=18)
+
+
+def test_the_tiny_tokenizer_leaves_no_folder_behind(tmp_path, monkeypatch):
+    """Each process that builds the tiny model used to leave its tokenizer folder in the
+    temporary directory (80 of them after a few test runs)."""
+    import tempfile
+
+    from refseg_bench.models.diffusion import tiny_tokenizer
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    tiny_tokenizer.cache_clear()
+    try:
+        tok = tiny_tokenizer()
+        ids = tok("a cat", padding="max_length", max_length=77).input_ids
+    finally:
+        tiny_tokenizer.cache_clear()
+    assert list(tmp_path.iterdir()) == []
+    assert len(ids) == 77 and ids[0] == tok.bos_token_id and tok.model_max_length == 77
