@@ -48,13 +48,15 @@ class Side:
 class Comparison:
     """``prepare`` writes the shared inputs (episodes, data, weight files) under
     ``ctx.shared``; ``official`` and ``ours`` run one side each (in a fresh process) and
-    return a ``Side`` whose mask keys name the same episodes."""
+    return a ``Side`` whose mask keys name the same episodes. ``cpu_only``: why the
+    comparison cannot run on a GPU (skipped there with that reason), or empty."""
 
     name: str
     env: str
     prepare: Callable[[Context], None]
     official: Callable[[Context], Side]
     ours: Callable[[Context], Side]
+    cpu_only: str = ""
 
 
 def import_model_libraries() -> None:

@@ -44,8 +44,12 @@ with the parity test):
 Episodes (``official_episodes.py``): recurring, the ``fssam`` preset's draws (queries in
 list order, supports drawn) on the synthetic benchmark; distinct, generated pairs. Images
 are 512 x 512, the model's input size, so neither side resizes them (cv2's resize and ours
-differ in the last bits). Both sides run the tiny SAM 2.0 at 512 and the tiny DINOv2 at 560
-with the parity test's perturbed random weights (one official-format file), in fp32.
+differ in the last bits). Both sides run SAM 2.0 at 512 and DINOv2 at 560 with the parity
+test's perturbed random weights (one official-format file), in fp32: at ``--size tiny`` the
+tiny models, at ``--size real`` FSSAM's own architectures (SAM 2.0 Hiera-S, DINOv2
+ViT-B/14). The size decides the ratio: the caches save image encodings, which are cheap in
+the tiny models (a 32-wide Hiera) while the per-episode memory path (memory encoder,
+attention, decoders) keeps its real width, so the tiny ratio understates a real run's.
 """
 
 from __future__ import annotations
@@ -75,6 +79,11 @@ from official_episodes import EpisodeSet, distinct, pascal_view, recurring
 
 OFFICIAL_ENV = "FSSAM_OFFICIAL_DIR"
 SIZE, DINO_SIZE = 512, 560
+# (SAM 2.0 variant, DINOv2 variant) per --size: the tiny test models, or FSSAM's own.
+MODELS = {"tiny": ("tiny", "tiny"), "real": ("hiera_s", "vitb14")}
+CPU_ONLY = ("the official FSSAM side is wired for the CPU only (its stand-ins make .cuda() a "
+            "no-op; on a GPU its test.py runs under bfloat16 autocast, whose masks an fp32 run "
+            "cannot match pixel for pixel)")
 WARMUP_LIST = 1001  # a validation list long enough for one warm-up pass (see above)
 # Logits within this of the threshold (0) may flip with float32 rounding order: 250 times
 # the parity test's bound on the two sides' logit difference (3.6e-7).
@@ -91,7 +100,7 @@ UNUSED_IMPORTS = {
 
 
 def comparison() -> Comparison:
-    return Comparison("fss_sam2", OFFICIAL_ENV, prepare, official, ours)
+    return Comparison("fss_sam2", OFFICIAL_ENV, prepare, official, ours, cpu_only=CPU_ONLY)
 
 
 def _runner():
@@ -107,9 +116,7 @@ def prepare(ctx: Context) -> None:
     from refseg_bench.methods.fss_sam2 import store
 
     runner, a = _runner(), ctx.args
-    if a.size != "tiny":
-        raise SystemExit("fss_sam2: only the tiny size is wired (the official stand-ins build "
-                         "a tiny DINOv2); run with --size tiny")
+    sam2, dino = MODELS[a.size]
     episodes = a.slow_episodes
     if ctx.kind == "recurring":
         es = recurring(ctx.shared, a.slow_per_class, episodes, "fssam", side=SIZE)
@@ -117,9 +124,9 @@ def prepare(ctx: Context) -> None:
         es = distinct(ctx.shared, a.objects or episodes, SIZE, a.seed)
     es.save(ctx.shared / "episodes.json")
     root = runner.official_copy(Path(os.environ[OFFICIAL_ENV]), ctx.shared / "official")
-    job = runner.official_job(root, 1, SIZE)
+    job = runner.official_job(root, 1, SIZE, sam2=sam2, dino=dino)
     (ctx.shared / "official_job.json").write_text(json.dumps(job))
-    store.save_checkpoint(runner.shared_weights(a.seed, SIZE, DINO_SIZE),
+    store.save_checkpoint(runner.shared_weights(a.seed, SIZE, DINO_SIZE, sam2=sam2, dino=dino),
                           ctx.shared / "weights.pth", epoch=1, optimizer={})
 
 
@@ -291,10 +298,11 @@ def _record_predictions(official_test) -> list[np.ndarray]:
 
 def ours(ctx: Context) -> Side:
     es = EpisodeSet.load(ctx.shared / "episodes.json")
-    model = {"sam2": "tiny", "sam2_version": "2.0", "sam2_checkpoint": None,
-             "image_size": SIZE, "dino": "tiny", "dino_checkpoint": None,
+    sam2, dino = MODELS[ctx.args.size]
+    model = {"sam2": sam2, "sam2_version": "2.0", "sam2_checkpoint": None,
+             "image_size": SIZE, "dino": dino, "dino_checkpoint": None,
              "dino_size": DINO_SIZE, "init_seed": ctx.args.seed}
-    side = run_ours(ctx, ["method=fss_sam2", "method_args.size=tiny",
+    side = run_ours(ctx, ["method=fss_sam2", f"method_args.size={ctx.args.size}",
                           f"method_args.model={json.dumps(model)}",
                           f"method_args.checkpoint={ctx.shared / 'weights.pth'}",
                           *es.overrides])

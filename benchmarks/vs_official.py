@@ -29,10 +29,15 @@ Official checkouts come from environment variables (a method whose variable is u
 skipped with a message): ``PERSAM_OFFICIAL_DIR`` (github.com/ZrrSkywalker/Personalize-SAM)
 for ``persam`` and ``persam_f``, ``VRPSAM_OFFICIAL_DIR`` (github.com/syp2ysy/VRP-SAM),
 ``MATCHER_OFFICIAL_DIR`` (github.com/aim-uofa/Matcher; needs ``cv2``),
-``FSSAM_OFFICIAL_DIR`` (github.com/Sam1224/FSSAM; needs ``cv2`` and ``einops``). Sizes: on
-the CPU the tiny random models (``--size tiny``); with CUDA the real architectures with
-random weights (``--size real``; the speed does not depend on the values). ``--threads N``
-gives both sides N threads (1: the fairest on a shared machine).
+``FSSAM_OFFICIAL_DIR`` (github.com/Sam1224/FSSAM; needs ``cv2`` and ``einops``). Sizes: by
+default on the CPU the tiny random models (``--size tiny``), with CUDA the real
+architectures with random weights (``--size real``; the speed does not depend on the
+values). ``--size real`` also runs on the CPU, slowly (FSSAM's official loop takes about
+10 s an episode there): the tiny models keep some stages at full width while their image
+encoders shrink most, so the tiny ratio of a cache-heavy method understates the real one.
+A comparison whose official side cannot run on a GPU (FSS-SAM2's) is skipped there with
+the reason. ``--threads N`` gives both sides N threads (1: the fairest on a shared
+machine).
 
 Adding a method is one ``Comparison`` in ``COMPARISONS`` (``official_common.py``): its name,
 the environment variable of its checkout, and three functions of a ``Context``: ``prepare``
@@ -301,8 +306,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="vs-official-") as tmp:
         for name in args.methods:
             comp = COMPARISONS[name]()
-            if not os.environ.get(comp.env):
-                reason = f"set {comp.env} to an official checkout to compare {name}"
+            reason = "" if os.environ.get(comp.env) else \
+                f"set {comp.env} to an official checkout to compare {name}"
+            if not reason and comp.cpu_only and _device(args).type != "cpu":
+                reason = f"{comp.cpu_only}; run it with --device cpu"
+            if reason:
                 print(f"{name}: skipped ({reason})")
                 for kind in args.kinds:
                     skipped(_headline_name(name, kind, args), reason,

@@ -9,6 +9,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from official_common import Side  # noqa: E402
+from perf_report import parse  # noqa: E402
 from vs_official import compare_masks  # noqa: E402
 
 
@@ -33,3 +34,22 @@ def test_without_near_maps_every_difference_counts():
     base, flipped = np.zeros((4, 4), bool), np.eye(4, dtype=bool)
     same, total, differing, near_only = compare_masks(_side({"0": base}), _side({"0": flipped}))
     assert (same, total, differing, near_only) == (0, 1, ["0"], {})
+
+
+def test_a_cpu_only_comparison_is_skipped_with_its_reason_on_a_gpu(monkeypatch, tmp_path,
+                                                                   capsys):
+    """FSSAM's official side runs on the CPU only: asked for a GPU run, the row is skipped
+    with the reason and a skip headline, and nothing is prepared or run."""
+    import vs_official
+
+    monkeypatch.setenv("FSSAM_OFFICIAL_DIR", str(tmp_path))  # never read: skipped first
+    monkeypatch.setattr(vs_official, "compare", lambda *a: (_ for _ in ()).throw(
+        AssertionError("a skipped comparison must not run")))
+    vs_official.main(["--methods", "fss_sam2", "--kinds", "recurring", "--device", "cuda",
+                      "--size", "tiny"])
+    out = capsys.readouterr().out
+    assert "fss_sam2: skipped (the official FSSAM side is wired for the CPU only" in out
+    assert "run it with --device cpu" in out
+    rows = parse(out)
+    assert [(r["status"], r["target"]) for r in rows] == [("skipped", 3.0)]
+    assert "--device cpu" in rows[0]["reason"]

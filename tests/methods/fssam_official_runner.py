@@ -12,17 +12,19 @@ bfloat16, a no-op under the official bf16 autocast that breaks fp32 matmuls on t
 (mixed dtypes), so the cast is removed.
 
 ``WORKDIR/job.json`` names the shot, the SAM 2 config file (written into the copy's
-``sam2_configs/``), the DINOv2 depth and, optionally, a directory holding the official
-``dinov2`` package; ``WORKDIR/inputs.pt`` holds the images and support labels and
+``sam2_configs/``), the DINOv2 variant and shape and, optionally, a directory holding the
+official ``dinov2`` package; ``WORKDIR/inputs.pt`` holds the images and support labels and
 ``WORKDIR/weights.pth`` the official-format checkpoint. The logits go to
 ``WORKDIR/official.pt``.
 
 Stand-ins and patches, each because the official code cannot otherwise run here:
 - ``torch.Tensor.cuda`` returns the tensor itself (the code calls ``.cuda()`` on the CPU);
 - ``build_sam2_video_predictor`` builds on the CPU (its default device is ``cuda``);
-- ``torch.hub.load`` returns a tiny DINOv2 instead of downloading ViT-B/14 (the official
-  ``dinov2`` code when a directory is given, else the harness's DinoV2 with the hub model's
-  ``get_intermediate_layers``), and ``OneModel.num_layers`` is set to its depth;
+- ``torch.hub.load`` returns a DINOv2 built here instead of downloading ViT-B/14 (the
+  official ``dinov2`` code when a directory is given, else the harness's DinoV2 with the
+  hub model's ``get_intermediate_layers``; tiny for the tests, ViT-B/14 itself with random
+  weights for ``vs_official.py --size real``), and ``OneModel.num_layers`` is set to its
+  depth;
 - ``RoPEAttention.Weighted_GAP`` is the masked average pooling of ``model/FSSAM.py``
   (the release calls it but never defines it: upstream issue #3);
 - ``timm`` (imported, never used on this path) is stubbed when absent.
@@ -60,16 +62,16 @@ def official_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
-def sam2_config_file(dest: Path, image_size: int) -> str:
-    """Our tiny SAM 2.0 config, written where the copy's Hydra search path finds it;
-    returns its file name."""
+def sam2_config_file(dest: Path, image_size: int, variant: str = "tiny") -> str:
+    """Our SAM 2.0 config of ``variant`` (``tiny``, or FSSAM's ``hiera_s``), written where
+    the copy's Hydra search path finds it; returns its file name."""
     from omegaconf import OmegaConf
 
     from refseg_bench.models.sam2_models import sam2_config
 
-    cfg = sam2_config("tiny", "2.0", image_size, video=False, postprocessing=False)
+    cfg = sam2_config(variant, "2.0", image_size, video=False, postprocessing=False)
     cfg.model._target_ = "sam2.modeling.sam2_base.SAM2Base"  # as the official YAML files
-    name = f"parity_tiny_{image_size}.yaml"
+    name = f"parity_{variant}_{image_size}.yaml"
     (dest / "sam2_configs" / name).write_text("# @package _global_\n" + OmegaConf.to_yaml(cfg))
     return name
 
@@ -86,7 +88,7 @@ def _stub_timm() -> None:
 
 
 def _official_dino(job: dict):
-    """The tiny DINOv2 as the official ``dinov2`` package builds a hub model."""
+    """The job's DINOv2 as the official ``dinov2`` package builds a hub model."""
     sys.path.insert(1, job["dinov2_dir"])
     from dinov2.layers import MemEffAttention
     from dinov2.layers import NestedTensorBlock as Block
@@ -104,7 +106,7 @@ def _harness_dino(job: dict):
     sys.path.insert(1, job["harness_root"])
     from refseg_bench.models.dinov2 import DINOV2_SPECS, DinoV2
 
-    model = DinoV2(DINOV2_SPECS["tiny"])
+    model = DinoV2(DINOV2_SPECS[job.get("dino", "tiny")])
 
     def get_intermediate_layers(x, n, reshape=False, norm=True):
         t, outs = model.tokens(x), []
@@ -119,27 +121,31 @@ def _harness_dino(job: dict):
     return model
 
 
-def official_job(root: Path, shot: int, image_size: int, dinov2_dir: str | None = None
-                 ) -> dict:
-    """What ``patch_official`` and ``build_official`` read: the shot, the SAM 2 config
-    (written into the copy ``root``), the tiny DINOv2's shape and where to build it from
-    (the official ``dinov2`` package in ``dinov2_dir``, else the harness's)."""
+def official_job(root: Path, shot: int, image_size: int, dinov2_dir: str | None = None,
+                 *, sam2: str = "tiny", dino: str = "tiny") -> dict:
+    """What ``patch_official`` and ``build_official`` read: the shot, the SAM 2 config of
+    variant ``sam2`` (written into the copy ``root``), the DINOv2 variant ``dino`` with its
+    shape and where to build it from (the official ``dinov2`` package in ``dinov2_dir``,
+    else the harness's)."""
     from refseg_bench.models.dinov2 import DINOV2_SPECS
 
-    spec = DINOV2_SPECS["tiny"]
-    return {"shot": shot, "sam2_config": sam2_config_file(root, image_size),
-            "dino_depth": spec.depth, "dino_dim": spec.embed_dim, "dino_heads": spec.heads,
+    spec = DINOV2_SPECS[dino]
+    return {"shot": shot, "sam2_config": sam2_config_file(root, image_size, sam2),
+            "dino": dino, "dino_depth": spec.depth, "dino_dim": spec.embed_dim,
+            "dino_heads": spec.heads,
             "dino_img_size": spec.img_size, "dinov2_dir": dinov2_dir,
             "harness_root": str(Path(__file__).resolve().parents[2])}
 
 
-def shared_weights(seed: int = 0, image_size: int = 512, dino_size: int = 560):
-    """A tiny FSSAMModel (tiny SAM 2.0, tiny DINOv2) with every parameter perturbed, so that
-    no tensor keeps an initialiser's zeros or ones (all stages then carry signal)."""
+def shared_weights(seed: int = 0, image_size: int = 512, dino_size: int = 560, *,
+                   sam2: str = "tiny", dino: str = "tiny"):
+    """An FSSAMModel (SAM 2.0 ``sam2``, DINOv2 ``dino``: tiny by default) with every
+    parameter perturbed, so that no tensor keeps an initialiser's zeros or ones (all stages
+    then carry signal)."""
     from refseg_bench.methods.fss_sam2.build import build_model
     from refseg_bench.methods.fss_sam2.settings import ModelSpec
 
-    spec = ModelSpec(sam2="tiny", sam2_checkpoint=None, image_size=image_size, dino="tiny",
+    spec = ModelSpec(sam2=sam2, sam2_checkpoint=None, image_size=image_size, dino=dino,
                      dino_checkpoint=None, dino_size=dino_size, init_seed=seed)
     model = build_model(spec, torch.device("cpu"))
     g = torch.Generator().manual_seed(seed)
