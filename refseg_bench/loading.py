@@ -18,6 +18,7 @@ import torch
 from refseg_bench.datasets.base import DatasetError, FoldedDataset
 from refseg_bench.episodes import Episode, EpisodeSpec
 from refseg_bench.imageio import check_same_size
+from refseg_bench.shared_batches import pack, unpack
 
 
 @dataclass
@@ -138,7 +139,8 @@ class EpisodeBatches:
 
     @staticmethod
     def _raising(batches):
-        for batch in batches:
+        for packed in batches:
+            batch = unpack(packed)
             for item in batch:
                 if isinstance(item, LoadFailure):
                     raise item.error
@@ -173,7 +175,8 @@ def episode_loader(dataset: FoldedDataset, specs: list[EpisodeSpec], annotation:
     With ``num_workers > 0`` worker processes load the next batches (``PREFETCH_BATCHES``
     each) while the caller predicts; batches still arrive in order and every episode is
     fixed by its manifest row, so the worker count never changes an episode. Workers are
-    forked where the platform allows (no re-import of torch per worker); ``pin_memory``
+    forked where the platform allows (no re-import of torch per worker) and hand their
+    batches over in shared memory (:mod:`refseg_bench.shared_batches`); ``pin_memory``
     puts the arrays in page-locked memory for fast copies to a GPU. A ``DatasetError``
     (missing or corrupt file) is raised unchanged when its batch is reached.
     """
@@ -186,9 +189,10 @@ def episode_loader(dataset: FoldedDataset, specs: list[EpisodeSpec], annotation:
     return EpisodeBatches(torch.utils.data.DataLoader(
         EpisodeDataset(dataset, specs, annotation, annotation_style,
                        support_labels=support_labels, carry_errors=True),
-        batch_size=batch_size, num_workers=workers, collate_fn=collate,
+        batch_size=batch_size, num_workers=workers, collate_fn=pack if workers else collate,
         pin_memory=pin_memory and torch.cuda.is_available(), **extra))
 
 
 __all__ = ["LoadedEpisode", "load_episode", "EpisodeDataset", "collate", "DatasetError",
            "episode_loader", "resolve_workers"]
+
