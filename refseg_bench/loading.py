@@ -18,7 +18,7 @@ import torch
 from refseg_bench.datasets.base import DatasetError, FoldedDataset
 from refseg_bench.episodes import Episode, EpisodeSpec
 from refseg_bench.imageio import check_same_size
-from refseg_bench.shared_batches import pack, unpack
+from refseg_bench.shared_batches import Outgoing, unpack
 
 
 @dataclass
@@ -189,7 +189,7 @@ def episode_loader(dataset: FoldedDataset, specs: list[EpisodeSpec], annotation:
     return EpisodeBatches(torch.utils.data.DataLoader(
         EpisodeDataset(dataset, specs, annotation, annotation_style,
                        support_labels=support_labels, carry_errors=True),
-        batch_size=batch_size, num_workers=workers, collate_fn=pack if workers else collate,
+        batch_size=batch_size, num_workers=workers, collate_fn=Outgoing if workers else collate,
         pin_memory=pin_memory and torch.cuda.is_available(), **extra))
 
 

@@ -74,11 +74,11 @@ def test_a_batch_without_array_data_or_without_room_travels_as_it_is(monkeypatch
     monkeypatch.setattr(shared_batches, "shm_room", lambda nbytes: False)
     assert pack(items) is items
 
-    def no_segment(self):
+    def no_segment(size, **kwargs):
         raise RuntimeError("unable to write to file </torch_1_2>: No space left on device")
 
     monkeypatch.setattr(shared_batches, "shm_room", lambda nbytes: True)
-    monkeypatch.setattr(torch.Tensor, "share_memory_", no_segment)
+    monkeypatch.setattr(torch.UntypedStorage, "_new_shared", no_segment)
     assert pack(items) is items
     assert unpack(items) is items
 
@@ -135,3 +135,24 @@ def test_a_packed_batch_pins_its_one_buffer():
     back = unpack(packed)
     assert torch.from_numpy(back[0].episode.query_image).is_pinned()
     _same(_episode(0), back[0])
+
+
+def test_a_worker_batch_is_packed_when_its_queue_pickles_it(monkeypatch):
+    """``Outgoing`` (the workers' collate result) packs in ``__reduce__``, i.e. in the result
+    queue's feeder thread; whatever goes wrong there, the batch still arrives as it is."""
+    from multiprocessing.reduction import ForkingPickler
+
+    items = [_episode(0), _episode(1)]
+    back = ForkingPickler.loads(ForkingPickler.dumps(shared_batches.Outgoing(items)))
+    assert isinstance(back, PackedBatch)
+    for a, b in zip(items, unpack(back), strict=True):
+        _same(a, b)
+
+    def broken(items):
+        raise ValueError("anything")
+
+    monkeypatch.setattr(shared_batches, "pack", broken)
+    back = ForkingPickler.loads(ForkingPickler.dumps(shared_batches.Outgoing(items)))
+    assert isinstance(back, list)
+    for a, b in zip(items, unpack(back), strict=True):
+        _same(a, b)
