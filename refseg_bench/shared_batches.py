@@ -14,8 +14,11 @@ an episode, mostly page faults) then overlaps the worker's decoding of its next 
 instead of delaying it.
 
 The bytes are the same, so no number changes. When the shared-memory filesystem has no room
-for a batch (a container's small ``/dev/shm``), the batch travels the ordinary way instead,
-so a full ``/dev/shm`` slows a run down rather than crashing its workers.
+for a batch (a container's small ``/dev/shm``) or the process may not write a file that
+large (``RLIMIT_FSIZE``), the batch travels the ordinary way instead, so a run slows down
+rather than crashing its workers. Both are checked first because a segment torch fails to
+size is left behind, empty, in ``/dev/shm``; after any failure to create one, a worker
+stops trying.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 
 SHM_DIR = "/dev/shm"  # where torch's file-descriptor sharing creates its segments (Linux)
 SHM_HEADROOM = 4  # need this many times a batch's bytes free, for the batches in flight
+_failed = False  # set in a worker whose segment could not be created: it stops trying
 
 
 @dataclass
@@ -60,11 +64,13 @@ def pack(items):
     payload = pickle.dumps(items, protocol=5, buffer_callback=out_of_band.append)
     raws = [b.raw() for b in out_of_band]
     total = sum(r.nbytes for r in raws)
-    if not total or not shm_room(total * SHM_HEADROOM):
+    global _failed
+    if _failed or not total or not shm_room(total * SHM_HEADROOM) or not file_size_allowed(total):
         return items
     try:  # allocated in shared memory at once, as torch's own default_collate does
         buffer = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(total))
     except RuntimeError:  # the segment could not be created: send the batch as it is
+        _failed = True
         return items
     flat, offset = buffer.numpy(), 0
     for raw in raws:
@@ -103,6 +109,17 @@ def shm_room(nbytes: int) -> bool:
     except OSError:
         return True
     return st.f_bavail * st.f_frsize >= nbytes
+
+
+def file_size_allowed(nbytes: int) -> bool:
+    """Whether this process may make a file of ``nbytes`` (its ``RLIMIT_FSIZE``, which
+    covers shared-memory segments too)."""
+    try:
+        import resource
+    except ImportError:  # not a Unix: no such limit
+        return True
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return soft == resource.RLIM_INFINITY or nbytes <= soft
 
 
 def unpack(batch):
