@@ -195,4 +195,3 @@ def episode_loader(dataset: FoldedDataset, specs: list[EpisodeSpec], annotation:
 
 __all__ = ["LoadedEpisode", "load_episode", "EpisodeDataset", "collate", "DatasetError",
            "episode_loader", "resolve_workers"]
-

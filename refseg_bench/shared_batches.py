@@ -4,9 +4,9 @@ A batch a ``DataLoader`` worker returns is pickled into a pipe and read back by 
 process, which then holds the whole batch while its arrays are copied through the kernel
 64 KiB at a time, each chunk waiting for the worker to be scheduled: about 0.8 ms of the
 main process per 0.5 MB episode, almost half of what decoding the episode costs it
-(``benchmarks/perf_core.py``). Here the worker's ``collate`` pickles the batch with its
-arrays out of band (pickle protocol 5), copies their bytes into one shared-memory buffer
-and sends only that buffer's handle and the small in-band rest; the main process unpickles
+(``benchmarks/perf_core.py``). Here the worker pickles the batch with its arrays out of
+band (pickle protocol 5), copies their bytes into one shared-memory buffer and sends only
+that buffer's handle and the small in-band rest; the main process unpickles
 the arrays as views of the buffer, without a copy. Arrays keep the buffer alive; it is freed
 when the batch's last array is. The packing itself happens when the worker's result queue
 pickles the batch, in the queue's feeder thread: the copy into a fresh segment (about 0.5 ms
@@ -58,14 +58,16 @@ class PackedBatch:
 
 
 def pack(items):
-    """Worker side (a ``collate_fn``): ``items`` as a :class:`PackedBatch`, or unchanged
-    when they hold no array data or shared memory has no room for them."""
+    """Worker side (through :class:`Outgoing`): ``items`` as a :class:`PackedBatch`, or
+    unchanged when they hold no array data or shared memory has no room for them."""
+    global _failed
+    if _failed:
+        return items
     out_of_band: list[pickle.PickleBuffer] = []
     payload = pickle.dumps(items, protocol=5, buffer_callback=out_of_band.append)
     raws = [b.raw() for b in out_of_band]
     total = sum(r.nbytes for r in raws)
-    global _failed
-    if _failed or not total or not shm_room(total * SHM_HEADROOM) or not file_size_allowed(total):
+    if not total or not shm_room(total * SHM_HEADROOM) or not file_size_allowed(total):
         return items
     try:  # allocated in shared memory at once, as torch's own default_collate does
         buffer = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(total))
@@ -92,9 +94,7 @@ class Outgoing:
             packed = pack(self.items)
         except Exception:  # noqa: BLE001 - whatever failed, the ordinary way still works
             packed = self.items
-        if isinstance(packed, PackedBatch):
-            return PackedBatch, (packed.payload, packed.buffer, packed.sizes)
-        return _as_is, (packed,)
+        return _as_is, (packed,)  # unpickles as what it holds, a PackedBatch or the batch
 
 
 def _as_is(items):

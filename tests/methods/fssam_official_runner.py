@@ -132,8 +132,7 @@ def official_job(root: Path, shot: int, image_size: int, dinov2_dir: str | None 
     spec = DINOV2_SPECS[dino]
     return {"shot": shot, "sam2_config": sam2_config_file(root, image_size, sam2),
             "dino": dino, "dino_depth": spec.depth, "dino_dim": spec.embed_dim,
-            "dino_heads": spec.heads,
-            "dino_img_size": spec.img_size, "dinov2_dir": dinov2_dir,
+            "dino_heads": spec.heads, "dino_img_size": spec.img_size, "dinov2_dir": dinov2_dir,
             "harness_root": str(Path(__file__).resolve().parents[2])}
 
 
